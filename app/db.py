@@ -1,0 +1,89 @@
+"""Database engines and sessions: async drivers at run time, sync ones for Alembic."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.settings import get_settings
+
+
+def utcnow() -> datetime:
+    """Now, aware, in UTC: UTCDateTime columns store UTC and hand back aware values."""
+    return datetime.now(UTC)
+
+
+def database_url(url: str, *, asynchronous: bool) -> URL:
+    """Pick the driver for a `sqlite:///…` or `postgresql://…` URL."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite" if asynchronous else "sqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"DATABASE_URL must be sqlite:///… or postgresql://…, not {backend}://")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    # WAL lets the API read while the worker writes; the busy timeout waits out short write locks.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def make_engine(url: str | None = None) -> AsyncEngine:
+    target = database_url(url or get_settings().database, asynchronous=True)
+    engine = create_async_engine(target, pool_pre_ping=target.get_backend_name() != "sqlite")
+    if target.get_backend_name() == "sqlite":
+        _tune_sqlite(engine.sync_engine)
+    return engine
+
+
+_engine: AsyncEngine | None = None
+_sessions: async_sessionmaker[AsyncSession] | None = None
+
+
+def get_engine() -> AsyncEngine:
+    global _engine
+    if _engine is None:
+        _engine = make_engine()
+    return _engine
+
+
+def sessionmaker() -> async_sessionmaker[AsyncSession]:
+    global _sessions
+    if _sessions is None:
+        _sessions = async_sessionmaker(get_engine(), class_=AsyncSession, expire_on_commit=False)
+    return _sessions
+
+
+async def dispose_engine() -> None:
+    global _engine, _sessions
+    if _engine is not None:
+        await _engine.dispose()
+    _engine, _sessions = None, None
+
+
+async def get_session() -> AsyncIterator[AsyncSession]:
+    async with sessionmaker()() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def insert_for(session: AsyncSession, model: Any) -> Any:
+    """An INSERT with ON CONFLICT support for whichever of SQLite or PostgreSQL the session uses."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)

@@ -1,0 +1,107 @@
+"""Turn flow steps into complete messages: subject, preheader, HTML and text parts, headers."""
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from pathlib import Path
+from typing import Any
+
+from babel import Locale, UnknownLocaleError
+from babel.numbers import format_currency
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from app.commerce.models import Checkout
+from app.links.urls import restore_url, unsubscribe_url
+from app.settings import get_settings
+from app.shops.models import Shop
+from flows.models import Send
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+environment = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def abandoned_cart(
+    shop: Shop, checkout: Checkout, send: Send, step: dict[str, Any]
+) -> EmailMessage:
+    assert shop.id is not None and send.id is not None and checkout.email is not None
+    locale = _locale(checkout.locale)
+    context = {
+        "shop_name": shop.name,
+        "first_name": (checkout.first_name or "").strip() or None,
+        "step": send.step,
+        "items": [_line(item, checkout.currency, locale) for item in checkout.line_items],
+        "item_count": sum(int(item.get("quantity") or 0) for item in checkout.line_items),
+        "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
+        "total": _money(checkout.total_price, checkout.currency, locale),
+        "restore_url": restore_url(shop.id, send.id),
+        "unsubscribe_url": unsubscribe_url(shop.id, checkout.email),
+    }
+    template = step.get("template", "abandoned_cart")
+    return _message(shop, checkout.email, f"email/{template}", context)
+
+
+def _message(shop: Shop, to: str, template: str, context: dict[str, Any]) -> EmailMessage:
+    subject = _one_line(environment.get_template(f"{template}.subject.txt").render(context))
+    context = {**context, "subject": subject}
+    _, sender = parseaddr(get_settings().mail_from)
+    domain = sender.rpartition("@")[2] or "localhost"
+
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = formataddr((_one_line(shop.name), sender))
+    message["To"] = to
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=domain)
+    # RFC 2369 and RFC 8058: mail clients show an unsubscribe button and POST to the https URL.
+    message["List-Unsubscribe"] = (
+        f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>"
+    )
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(environment.get_template(f"{template}.txt").render(context))
+    message.add_alternative(
+        environment.get_template(f"{template}.html").render(context), subtype="html"
+    )
+    return message
+
+
+def _one_line(text: str) -> str:
+    # Header values never carry line breaks: names come from merchants and shoppers.
+    return " ".join(text.split())
+
+
+def _locale(code: str | None) -> Locale:
+    try:
+        return Locale.parse((code or "en").replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return Locale.parse("en")
+
+
+def _money(amount: str, currency: str, locale: Locale) -> str:
+    try:
+        return format_currency(Decimal(amount), currency, locale=locale)
+    except (InvalidOperation, ValueError):
+        return f"{amount} {currency}"
+
+
+def _line(item: dict[str, Any], currency: str, locale: Locale) -> dict[str, Any]:
+    quantity = int(item.get("quantity") or 0)
+    try:
+        line_total = str(Decimal(item["price"]) * quantity)
+    except (InvalidOperation, KeyError, TypeError):
+        line_total = str(item.get("price", "0"))
+    return {
+        "title": item.get("title") or "Item",
+        "variant_title": item.get("variant_title"),
+        "quantity": quantity,
+        "price": _money(str(item.get("price", "0")), currency, locale),
+        "line_total": _money(line_total, currency, locale),
+        "image_url": item.get("image_url"),
+    }

@@ -1,0 +1,47 @@
+"""The HTTP application: webhook receivers, email links, health."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq import create_pool
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.db import SessionDep, dispose_engine
+from app.inbox.endpoints import router as webhooks_router
+from app.links.endpoints import router as links_router
+from app.redis import RedisDep, redis_settings
+from app.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.redis = await create_pool(redis_settings(get_settings()))
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+        await dispose_engine()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Rebound", lifespan=lifespan)
+    app.include_router(webhooks_router)
+    app.include_router(links_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(session: SessionDep, redis: RedisDep) -> JSONResponse:
+        checks = {"database": "ok", "redis": "ok"}
+        try:
+            await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        try:
+            await redis.ping()
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(checks, status_code=200 if healthy else 503)
+
+    return app

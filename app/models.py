@@ -1,0 +1,19 @@
+"""Every table, imported in one place so Alembic and tests see the whole schema."""
+
+from app.commerce.models import Checkout, Order
+from app.inbox.models import InboxEntry
+from app.mail.models import Unsubscribe
+from app.shops.models import Shop
+from flows.models import Click, Enrollment, Flow, Send
+
+__all__ = [
+    "Checkout",
+    "Click",
+    "Enrollment",
+    "Flow",
+    "InboxEntry",
+    "Order",
+    "Send",
+    "Shop",
+    "Unsubscribe",
+]

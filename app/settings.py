@@ -1,0 +1,74 @@
+"""Typed settings, read once from environment variables (documented in README.md)."""
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    smtp_url: SecretStr | None = None
+    mail_from: str = "Rebound <rebound@localhost>"
+    app_url: str | None = None
+    secret_key: SecretStr | None = None
+    shopify_api_key: str | None = None
+    shopify_api_secret: SecretStr | None = None
+    port: int = 8000
+    rebound_home: Path = Path(".rebound")
+
+    @field_validator("database_url", "redis_url", "app_url", "shopify_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("smtp_url", "secret_key", "shopify_api_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def home(self) -> Path:
+        home = self.rebound_home.expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    @property
+    def database(self) -> str:
+        """The database URL; an SQLite file in the data folder when DATABASE_URL is unset."""
+        return self.database_url or f"sqlite:///{self.home / 'rebound.db'}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def public_url(self) -> str:
+        """Where links in emails point: APP_URL, else this machine's server."""
+        return (self.app_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def signing_key(self) -> bytes:
+        """SECRET_KEY, or a random key kept in the data folder so links survive restarts."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        key_file = self.home / "secret_key"
+        try:
+            # O_EXCL: when the API and the worker start together, only one key is ever written.
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return key_file.read_text().strip().encode()
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+        return key_file.read_text().strip().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,63 @@
+"""Connecting shops. Services never commit: the CLI command or task around them does."""
+
+import re
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import security
+from app.settings import get_settings
+from app.shops import repository
+from app.shops.models import Shop
+from flows import service as flows_service
+
+SHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+
+
+class ShopError(ValueError):
+    """A shop cannot be connected as asked; the message says why."""
+
+
+def normalize_shopify_domain(domain: str) -> str:
+    domain = domain.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+    if not SHOPIFY_DOMAIN.fullmatch(domain):
+        raise ShopError(f"{domain!r} is not a shop domain like your-store.myshopify.com")
+    return domain
+
+
+async def connect_shopify(
+    session: AsyncSession,
+    *,
+    domain: str,
+    access_token: str,
+    api_secret: str | None,
+    name: str | None = None,
+    is_demo: bool = False,
+) -> Shop:
+    """Add a Shopify store, or update the credentials of one already added."""
+    domain = normalize_shopify_domain(domain)
+    if not access_token.strip():
+        raise ShopError("the access token is empty")
+    if not api_secret and get_settings().shopify_api_secret is None:
+        raise ShopError(
+            "no API secret: pass --api-secret (the custom app's API secret key, which signs "
+            "its webhooks) or set SHOPIFY_API_SECRET"
+        )
+    shop = await repository.get_by_domain(session, "shopify", domain)
+    if shop is None:
+        shop = Shop(platform="shopify", domain=domain, name=name or domain, is_demo=is_demo)
+        session.add(shop)
+        await session.flush()
+        await flows_service.install_defaults(session, shop)
+    shop.access_token_encrypted = security.encrypt(access_token.strip())
+    shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
+    if name:
+        shop.name = name
+    return shop
+
+
+def webhook_secret(shop: Shop) -> str | None:
+    """The secret that signs this shop's webhooks: its own API secret, else SHOPIFY_API_SECRET."""
+    if shop.api_secret_encrypted:
+        return security.decrypt(shop.api_secret_encrypted)
+    fallback = get_settings().shopify_api_secret
+    return fallback.get_secret_value() if fallback else None

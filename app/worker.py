@@ -1,0 +1,40 @@
+"""The arq worker: the functions it runs, the sweeper cron, and how it is started."""
+
+import logging
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker
+
+from app.db import dispose_engine
+from app.inbox.tasks import ingest
+from app.mail.transport import transport_for
+from app.redis import redis_settings
+from app.settings import get_settings
+from flows.tasks import run_step, sweep
+
+log = logging.getLogger("rebound.worker")
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    ctx["transport"] = transport_for(get_settings())
+
+
+async def _shutdown(ctx: dict[str, Any]) -> None:
+    await dispose_engine()
+
+
+def make_worker(**overrides: Any) -> Worker:
+    """A worker on the configured Redis; tests and `rebound serve` pass their own options."""
+    options: dict[str, Any] = {
+        "functions": [ingest, run_step],
+        "cron_jobs": [cron(sweep, second=0, run_at_startup=True, unique=True)],
+        "redis_settings": redis_settings(get_settings()),
+        "on_startup": _startup,
+        "on_shutdown": _shutdown,
+        "max_tries": 20,
+        "keep_result": 60,
+        "poll_delay": 0.2,
+    }
+    options.update(overrides)
+    return Worker(**options)

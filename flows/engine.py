@@ -1,0 +1,237 @@
+"""The flow interpreter: events enroll and end enrollments; due steps claim, compose and send."""
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.commerce import repository as commerce
+from app.commerce.events import CheckoutChanged, Event
+from app.commerce.models import Checkout, Order
+from app.db import utcnow
+from app.mail import compose
+from app.mail import repository as mail_repository
+from app.mail.transport import PermanentDeliveryError, Transport
+from app.queue import Jobs
+from app.shops import repository as shops
+from flows import repository
+from flows.definitions import ABANDONED_CART
+from flows.models import Enrollment, EnrollmentStatus, SendStatus
+
+log = logging.getLogger("rebound.flows")
+
+
+class StepDeferred(Exception):
+    """The step could not be sent now for a passing reason; the job should run again later."""
+
+
+async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: Event) -> None:
+    """Record what the event says about the shop's commerce, then move the flows along."""
+    if isinstance(event, CheckoutChanged):
+        checkout = await commerce.upsert_checkout(session, shop_id, event)
+        await _checkout_changed(session, jobs, checkout)
+    else:
+        order = await commerce.insert_order(session, shop_id, event)
+        await _order_placed(session, order)
+
+
+async def _checkout_changed(session: AsyncSession, jobs: Jobs, checkout: Checkout) -> None:
+    assert checkout.id is not None
+    enrollment = await repository.enrollment_for_checkout(
+        session, checkout.shop_id, ABANDONED_CART, checkout.id
+    )
+    if enrollment is not None:
+        await _update_enrollment(session, jobs, enrollment, checkout)
+    elif await _should_enroll(session, checkout):
+        await _enroll(session, jobs, checkout)
+
+
+async def _should_enroll(session: AsyncSession, checkout: Checkout) -> bool:
+    if checkout.email is None or checkout.completed_at or not checkout.line_items:
+        return False
+    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
+    if flow is None or not flow.enabled or not flow.steps:
+        return False
+    return await _exit_reason(session, checkout) is None
+
+
+async def _enroll(session: AsyncSession, jobs: Jobs, checkout: Checkout) -> None:
+    assert checkout.id is not None and checkout.email is not None
+    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
+    assert flow is not None
+    enrollment = Enrollment(
+        shop_id=checkout.shop_id,
+        flow=ABANDONED_CART,
+        checkout_id=checkout.id,
+        email=checkout.email,
+        steps=flow.steps,
+        next_step=0,
+        due_at=_due(checkout.platform_updated_at, flow.steps[0]["delay"]),
+    )
+    if await repository.insert_enrollment(session, enrollment):
+        stored = await repository.enrollment_for_checkout(
+            session, checkout.shop_id, ABANDONED_CART, checkout.id
+        )
+        assert stored is not None
+        log.info("enrolled checkout %s (%s) in %s", checkout.token, checkout.email, ABANDONED_CART)
+        schedule(jobs, stored)
+
+
+async def _update_enrollment(
+    session: AsyncSession, jobs: Jobs, enrollment: Enrollment, checkout: Checkout
+) -> None:
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        return
+    reason = await _exit_reason(session, checkout)
+    if reason:
+        _exit(enrollment, reason)
+        return
+    if checkout.email and checkout.email != enrollment.email:
+        enrollment.email = checkout.email
+    if enrollment.next_step == 0 and not await repository.has_sends(session, enrollment.id or 0):
+        # The shopper is still active: the first reminder waits for them to stop again.
+        due = _due(checkout.platform_updated_at, enrollment.steps[0]["delay"])
+        if enrollment.due_at is None or due > enrollment.due_at:
+            enrollment.due_at = due
+            enrollment.updated_at = utcnow()
+            schedule(jobs, enrollment)
+
+
+async def _order_placed(session: AsyncSession, order: Order) -> None:
+    settled = await repository.enrollments_settled_by_order(
+        session,
+        order.shop_id,
+        checkout_ids=await commerce.checkout_ids_for_order(session, order),
+        email=order.email,
+        placed_at=order.placed_at,
+    )
+    for enrollment in settled:
+        if enrollment.status == EnrollmentStatus.ACTIVE:
+            _exit(enrollment, "purchased")
+        if await repository.has_sends(session, enrollment.id or 0):
+            enrollment.recovered_order_id = order.id
+            log.warning(
+                "RECOVERED order %s, %s %s, after %s email(s) to %s",
+                order.name,
+                order.total_price,
+                order.currency,
+                enrollment.flow,
+                order.email,
+            )
+
+
+async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
+    """Why this checkout must get no (more) reminders, checked again right before each send."""
+    if checkout.completed_at or await commerce.order_for_checkout(session, checkout):
+        return "purchased"
+    if not checkout.line_items:
+        return "cart_emptied"
+    if checkout.email and await mail_repository.is_unsubscribed(
+        session, checkout.shop_id, checkout.email
+    ):
+        return "unsubscribed"
+    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
+    if flow is None or not flow.enabled:
+        return "flow_disabled"
+    return None
+
+
+def _exit(enrollment: Enrollment, reason: str) -> None:
+    enrollment.status = EnrollmentStatus.EXITED
+    enrollment.exit_reason = reason
+    enrollment.next_step = None
+    enrollment.due_at = None
+    enrollment.updated_at = utcnow()
+    log.info("enrollment %s ended: %s", enrollment.id, reason)
+
+
+def _due(anchor: datetime, delay_seconds: int) -> datetime:
+    return anchor + timedelta(seconds=delay_seconds)
+
+
+def step_job_id(enrollment: Enrollment) -> str:
+    # The due time is part of the id: a re-anchored step gets a new job, and the old one,
+    # finding the step not yet due, does nothing.
+    assert enrollment.due_at is not None
+    return f"run_step:{enrollment.id}:{enrollment.next_step}:{int(enrollment.due_at.timestamp())}"
+
+
+def schedule(jobs: Jobs, enrollment: Enrollment) -> None:
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.due_at is None:
+        return
+    jobs.add(
+        "run_step",
+        enrollment.id,
+        enrollment.next_step,
+        job_id=step_job_id(enrollment),
+        defer_until=enrollment.due_at,
+    )
+
+
+async def unsubscribe(session: AsyncSession, shop_id: int, email: str) -> None:
+    """Record the opt-out and end every running flow for that address at once."""
+    await mail_repository.add_unsubscribe(session, shop_id, email)
+    for enrollment in await repository.active_enrollments_for_email(session, shop_id, email):
+        _exit(enrollment, "unsubscribed")
+
+
+async def run_step(
+    session: AsyncSession, jobs: Jobs, transport: Transport, enrollment_id: int, step: int
+) -> str:
+    """Send one due step at most once. Commits: the claim is durable before the message leaves."""
+    enrollment = await repository.get_enrollment(session, enrollment_id)
+    if enrollment is None or enrollment.status != EnrollmentStatus.ACTIVE:
+        return "not active"
+    if enrollment.next_step != step or enrollment.due_at is None or enrollment.due_at > utcnow():
+        return "not due"
+    checkout = await commerce.get_checkout(session, enrollment.shop_id, enrollment.checkout_id)
+    shop = await shops.get(session, enrollment.shop_id)
+    assert checkout is not None and shop is not None
+    reason = await _exit_reason(session, checkout)
+    if reason:
+        _exit(enrollment, reason)
+        await session.commit()
+        return f"exited: {reason}"
+
+    send = await repository.claim_send(session, enrollment, step)
+    if send is None:
+        return "claimed before"
+    await session.commit()
+
+    message = compose.abandoned_cart(shop, checkout, send, enrollment.steps[step])
+    try:
+        await transport.deliver(message)
+    except PermanentDeliveryError as exc:
+        send.status = SendStatus.FAILED
+        send.error = str(exc)
+        _exit(enrollment, "undeliverable")
+        await session.commit()
+        return f"undeliverable: {exc}"
+    except Exception:
+        # Nothing left: release the claim so a retry can send it.
+        await session.delete(send)
+        await session.commit()
+        raise
+
+    send.status = SendStatus.SENT
+    send.message_id = message["Message-ID"]
+    send.sent_at = utcnow()
+    _advance(enrollment, checkout)
+    await session.commit()
+    schedule(jobs, enrollment)
+    log.info("sent %s step %s to %s", enrollment.flow, step + 1, send.email)
+    return "sent"
+
+
+def _advance(enrollment: Enrollment, checkout: Checkout) -> None:
+    following = (enrollment.next_step or 0) + 1
+    enrollment.updated_at = utcnow()
+    if following >= len(enrollment.steps):
+        enrollment.status = EnrollmentStatus.DONE
+        enrollment.next_step = None
+        enrollment.due_at = None
+        return
+    enrollment.next_step = following
+    enrollment.due_at = max(
+        _due(checkout.platform_updated_at, enrollment.steps[following]["delay"]), utcnow()
+    )

@@ -1,0 +1,206 @@
+"""Shopify webhooks: who sent it, is it genuine, and which domain events it carries."""
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from shopify_app import AppConfig, RequestInput, verify_webhook_req
+
+from app.commerce.events import CheckoutChanged, Event, InvalidPayload, LineItem, OrderPlaced
+
+PLATFORM = "shopify"
+CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
+ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
+
+
+def is_genuine(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
+    """The body's base64 HMAC-SHA256 matches X-Shopify-Hmac-Sha256 (compared in constant time)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # Shopify signs UTF-8 JSON; other bytes cannot be a genuine delivery.
+    request = RequestInput(method="POST", headers=dict(headers), url="", body=text)
+    config = AppConfig(client_id=PLATFORM, client_secret=secret, old_client_secret=None)
+    try:
+        result = verify_webhook_req(request, config)
+    except TypeError:
+        return False  # a non-ASCII signature header cannot be compared, and is not genuine
+    return result.ok
+
+
+def delivery_id(headers: Mapping[str, str]) -> str | None:
+    """What makes a delivery unique. One merchant action shares an event id across topics, so
+    the topic is part of the key."""
+    topic = headers.get("x-shopify-topic", "")
+    if event_id := headers.get("x-shopify-event-id"):
+        return f"event:{topic}:{event_id}"
+    if webhook_id := headers.get("x-shopify-webhook-id"):
+        return f"webhook:{webhook_id}"
+    return None
+
+
+def events(topic: str, payload: Any) -> list[Event]:
+    """The domain events a verified delivery carries; topics Rebound does not use carry none."""
+    if not isinstance(payload, dict):
+        raise InvalidPayload(f"{topic} payload must be a JSON object")
+    if topic in CHECKOUT_TOPICS:
+        return [_checkout(payload)]
+    if topic in ORDER_TOPICS:
+        return [_order(payload)]
+    return []
+
+
+def _checkout(payload: dict[str, Any]) -> CheckoutChanged:
+    customer = _object(payload, "customer")
+    started_at = _timestamp(payload, "created_at")
+    return CheckoutChanged(
+        token=_text(payload, "token"),
+        cart_token=_optional_text(payload, "cart_token"),
+        email=_optional_text(payload, "email") or _optional_text(customer, "email"),
+        first_name=_first_name(payload, customer),
+        locale=_optional_text(payload, "customer_locale"),
+        # Line prices and totals are in the currency the shopper saw.
+        currency=_optional_text(payload, "presentment_currency") or _text(payload, "currency"),
+        subtotal_price=_money(payload, "subtotal_price"),
+        total_price=_money(payload, "total_price"),
+        restore_url=_optional_text(payload, "abandoned_checkout_url"),
+        started_at=started_at,
+        updated_at=_optional_timestamp(payload, "updated_at") or started_at,
+        completed_at=_optional_timestamp(payload, "completed_at"),
+        line_items=[_line_item(item) for item in _list(payload, "line_items")],
+    )
+
+
+def _order(payload: dict[str, Any]) -> OrderPlaced:
+    customer = _object(payload, "customer")
+    presentment = _object(_object(payload, "total_price_set"), "presentment_money")
+    return OrderPlaced(
+        platform_id=_id(payload, "id"),
+        name=_optional_text(payload, "name") or f"#{_id(payload, 'id')}",
+        checkout_token=_optional_text(payload, "checkout_token"),
+        cart_token=_optional_text(payload, "cart_token"),
+        email=(
+            _optional_text(payload, "email")
+            or _optional_text(payload, "contact_email")
+            or _optional_text(customer, "email")
+        ),
+        currency=(
+            _optional_text(presentment, "currency_code")
+            or _optional_text(payload, "presentment_currency")
+            or _text(payload, "currency")
+        ),
+        total_price=_money(presentment, "amount")
+        if presentment
+        else _money(payload, "total_price"),
+        placed_at=_timestamp(payload, "created_at"),
+    )
+
+
+def _line_item(item: Any) -> LineItem:
+    if not isinstance(item, dict):
+        raise InvalidPayload("line_items must hold objects")
+    quantity = item.get("quantity")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
+        raise InvalidPayload(f"line item quantity must be a whole number, not {quantity!r}")
+    return LineItem(
+        title=_optional_text(item, "presentment_title") or _text(item, "title"),
+        variant_title=(
+            _optional_text(item, "presentment_variant_title")
+            or _optional_text(item, "variant_title")
+        ),
+        quantity=quantity,
+        price=_money(item, "price"),
+    )
+
+
+def _first_name(payload: dict[str, Any], customer: dict[str, Any]) -> str | None:
+    for source in (
+        customer,
+        _object(payload, "billing_address"),
+        _object(payload, "shipping_address"),
+    ):
+        if name := _optional_text(source, "first_name"):
+            return name
+    return None
+
+
+def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    value = payload.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"{key} must be an object")
+    return value
+
+
+def _list(payload: dict[str, Any], key: str) -> list[Any]:
+    value = payload.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidPayload(f"{key} must be a list")
+    return value
+
+
+def _optional_text(payload: dict[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidPayload(f"{key} must be a string")
+    return value.strip() or None
+
+
+def _text(payload: dict[str, Any], key: str) -> str:
+    value = _optional_text(payload, key)
+    if value is None:
+        raise InvalidPayload(f"{key} is missing")
+    return value
+
+
+def _id(payload: dict[str, Any], key: str) -> str:
+    """Ids exactly as sent: Python's JSON keeps big integers whole, and they stay text from here."""
+    value = payload.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    if isinstance(value, str) and value.isdigit():
+        return value
+    raise InvalidPayload(f"{key} must be a positive integer id, not {value!r}")
+
+
+def _money(payload: dict[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if value is None:
+        return "0.00"
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidPayload(f"{key} must be a decimal string, not {value!r}")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise InvalidPayload(f"{key} must be a decimal amount, not {value!r}") from exc
+    if not amount.is_finite():
+        raise InvalidPayload(f"{key} must be a finite amount")
+    return str(amount)
+
+
+def _optional_timestamp(payload: dict[str, Any], key: str) -> datetime | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidPayload(f"{key} must be an ISO 8601 timestamp")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidPayload(f"{key} is not an ISO 8601 timestamp: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise InvalidPayload(f"{key} has no UTC offset: {value!r}")
+    return moment.astimezone(UTC)
+
+
+def _timestamp(payload: dict[str, Any], key: str) -> datetime:
+    moment = _optional_timestamp(payload, key)
+    if moment is None:
+        raise InvalidPayload(f"{key} is missing")
+    return moment
