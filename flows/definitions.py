@@ -19,4 +19,7 @@ DEFAULT_FLOWS: dict[str, list[dict[str, Any]]] = {
 DEMO_DELAYS = {ABANDONED_CART: [15, 45, 90]}
 
 FLOW_NAMES = tuple(DEFAULT_FLOWS)
+# A cart untouched for this long gets no (more) reminders: a late or replayed webhook for an
+# old checkout must not email someone about a cart they left months ago.
+CART_MAX_AGE = 30 * 24 * HOUR
 MAX_DELAY = 90 * 24 * HOUR

@@ -15,7 +15,7 @@ from app.mail.transport import PermanentDeliveryError, Transport
 from app.queue import Jobs
 from app.shops import repository as shops
 from flows import repository
-from flows.definitions import ABANDONED_CART
+from flows.definitions import ABANDONED_CART, CART_MAX_AGE
 from flows.models import Enrollment, EnrollmentStatus, SendStatus
 
 log = logging.getLogger("rebound.flows")
@@ -126,6 +126,8 @@ async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
         return "purchased"
     if not checkout.line_items:
         return "cart_emptied"
+    if checkout.platform_updated_at < utcnow() - timedelta(seconds=CART_MAX_AGE):
+        return "cart_expired"
     if checkout.email and await mail_repository.is_unsubscribed(
         session, checkout.shop_id, checkout.email
     ):

@@ -56,13 +56,17 @@ async def enrollments_settled_by_order(
     email: str | None,
     placed_at: datetime,
 ) -> Sequence[Enrollment]:
-    """Enrollments an order ends: its own checkout or cart, or the same customer's later carts."""
+    """Enrollments an order settles: its own checkout or cart, or the same customer's earlier
+    carts. Those already ended by the checkout's own completion count too, for attribution."""
     matches: list[ColumnElement[bool]] = [col(Enrollment.checkout_id).in_(checkout_ids)]
     if email:
         matches.append((col(Enrollment.email) == email) & (col(Enrollment.created_at) <= placed_at))
     query = select(Enrollment).where(
         Enrollment.shop_id == shop_id,
-        col(Enrollment.status).in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.DONE]),
+        or_(
+            col(Enrollment.status).in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.DONE]),
+            col(Enrollment.exit_reason) == "purchased",
+        ),
         col(Enrollment.recovered_order_id).is_(None),
         or_(*matches),
     )

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
@@ -18,6 +19,9 @@ from app.shops.models import Shop
 from flows.models import Send
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+# Long header lines (List-Unsubscribe URLs) stay plain ASCII instead of RFC 2047 encoded words.
+SMTP_POLICY = policy.SMTP.clone(max_line_length=998)
 
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES),
@@ -54,7 +58,7 @@ def _message(shop: Shop, to: str, template: str, context: dict[str, Any]) -> Ema
     _, sender = parseaddr(get_settings().mail_from)
     domain = sender.rpartition("@")[2] or "localhost"
 
-    message = EmailMessage()
+    message = EmailMessage(policy=SMTP_POLICY)
     message["Subject"] = subject
     message["From"] = formataddr((_one_line(shop.name), sender))
     message["To"] = to
