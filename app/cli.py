@@ -50,6 +50,10 @@ def main() -> None:
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
+    if get_settings().database_url is None:
+        # The embedded SQLite file sets itself up; a configured database is migrated on release.
+        migrate.upgrade()
+
     async def wrapped() -> T:
         try:
             return await work()
@@ -328,3 +332,7 @@ def inbox_replay() -> None:
     typer.echo(
         f"replayed {total} failed deliveries: {handled} handled, {total - handled} still failing"
     )
+
+
+if __name__ == "__main__":
+    main()
