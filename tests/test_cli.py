@@ -62,7 +62,8 @@ async def test_shops_add_connects_a_store_with_its_tokens_encrypted() -> None:
 
 async def test_shops_add_refuses_bad_input_and_changes_nothing() -> None:
     bad_domain = await rebound(
-        "shops", "add", "shopify", "--domain", "evil.com", "--access-token", "t", "--api-secret", "s"
+        "shops", "add", "shopify",
+        "--domain", "evil.com", "--access-token", "t", "--api-secret", "s",
     )  # fmt: skip
     no_secret = await rebound(
         "shops", "add", "shopify", "--domain", "x.myshopify.com", "--access-token", "t"
@@ -125,7 +126,7 @@ async def test_inbox_replay_processes_failed_deliveries_again(
 async def test_rebound_serve_turns_a_signed_webhook_into_an_outbox_email(
     shop: Shop, mailbox: Mailbox
 ) -> None:
-    """The README path: `rebound serve` on embedded defaults writes recovery emails to the outbox."""
+    """The README path: `rebound serve` on embedded defaults writes emails to the outbox."""
     outbox = get_settings().outbox_dir
     before = set(outbox.glob("*.eml")) if outbox.exists() else set()
     port = _free_port()

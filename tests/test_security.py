@@ -1,0 +1,34 @@
+"""Signed links and encrypted secrets."""
+
+from app import security
+from app.links import urls
+
+
+def test_signed_token_round_trips_and_refuses_any_change() -> None:
+    token = security.sign("restore", {"shop": 1, "send": 2})
+    data, mac = token.split(".")
+
+    assert security.unsign("restore", token) == {"shop": 1, "send": 2}
+    assert security.unsign("unsubscribe", token) is None  # another purpose, another key
+    assert security.unsign("restore", f"{data}.{mac[:-1]}A") is None
+    forged_data = security.sign("restore", {"shop": 1, "send": 3}).split(".")[0]
+    assert security.unsign("restore", f"{forged_data}.{mac}") is None
+    assert security.unsign("restore", "") is None
+    assert security.unsign("restore", "...") is None
+
+
+def test_link_readers_refuse_payloads_of_the_wrong_shape() -> None:
+    wrong = security.sign(urls.RESTORE, {"shop": "1", "send": True})
+
+    assert urls.read_restore(wrong) is None
+    assert urls.read_unsubscribe(security.sign(urls.UNSUBSCRIBE, {"shop": 1})) is None
+    ok = urls.read_unsubscribe(urls.unsubscribe_token(4, "a@b.c"))
+    assert ok == urls.Recipient(shop_id=4, email="a@b.c")
+
+
+def test_secrets_are_encrypted_not_encoded() -> None:
+    ciphertext = security.encrypt("shpat_secret")
+
+    assert "shpat_secret" not in ciphertext
+    assert security.decrypt(ciphertext) == "shpat_secret"
+    assert security.encrypt("shpat_secret") != ciphertext  # a fresh IV every time
