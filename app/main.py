@@ -4,9 +4,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from arq import create_pool
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.db import SessionDep, dispose_engine
 from app.inbox.endpoints import router as webhooks_router
@@ -25,8 +26,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dispose_engine()
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # 503, not 500: platforms retry a webhook that got a 5xx, and nothing was stored.
+    return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Rebound", lifespan=lifespan)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     app.include_router(webhooks_router)
     app.include_router(links_router)
 

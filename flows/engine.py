@@ -126,6 +126,8 @@ async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
         return "purchased"
     if not checkout.line_items:
         return "cart_emptied"
+    if checkout.email is None:
+        return "no_email"
     if checkout.platform_updated_at < utcnow() - timedelta(seconds=CART_MAX_AGE):
         return "cart_expired"
     if checkout.email and await mail_repository.is_unsubscribed(

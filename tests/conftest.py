@@ -3,6 +3,7 @@ server (embedded, or REDIS_URL), an SMTP server in this process, the HTTP app on
 the real arq worker."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -31,6 +32,7 @@ from arq.connections import ArqRedis  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
+import app.db  # noqa: E402
 import app.models  # noqa: E402, F401
 from app import migrate  # noqa: E402
 from app.db import database_url, dispose_engine, sessionmaker  # noqa: E402
@@ -69,6 +71,7 @@ def clean_tables(database: str) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 async def fresh_engine() -> AsyncIterator[None]:
     # Each test has its own event loop; async connections must not outlive it.
+    app.db._engine, app.db._sessions = None, None
     yield
     await dispose_engine()
 
@@ -148,9 +151,17 @@ async def worker(redis: ArqRedis, smtp_url: str) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(arq_worker.async_run())
     yield
+    # Let running jobs finish: a job cut off mid-transaction would hold locks into the next test.
+    deadline = asyncio.get_running_loop().time() + 10
+    while any(not job.done() for job in arq_worker.tasks.values()):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await arq_worker.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(asyncio.CancelledError):
+        await arq_worker.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import json
 import logging
 
 from arq.connections import ArqRedis
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import integrations
@@ -37,6 +38,8 @@ async def process_entry(entry_id: int, redis: ArqRedis) -> str:
             return "nothing to do"
         try:
             await _apply(session, jobs, entry)
+        except (OperationalError, InterfaceError):
+            raise  # the database, not the payload: the entry stays unprocessed for the sweeper
         except Exception as exc:
             await session.rollback()
             return await _fail(session, entry_id, exc)
