@@ -266,24 +266,24 @@ def flows_set(
     )
 
 
+def _switch(shop: str, flow: str, enabled: bool) -> None:
+    _edit_flow(
+        shop,
+        lambda session, found: flows_service.set_enabled(session, found, flow, enabled),
+        lambda _: f"{flow} is {'on' if enabled else 'off'}",
+    )
+
+
 @flows_cli.command("enable")
 def flows_enable(shop: ShopOption, flow: str) -> None:
     """Switch a flow on."""
-    _edit_flow(
-        shop,
-        lambda session, found: flows_service.set_enabled(session, found, flow, True),
-        lambda _: f"{flow} is on",
-    )
+    _switch(shop, flow, True)
 
 
 @flows_cli.command("disable")
 def flows_disable(shop: ShopOption, flow: str) -> None:
     """Switch a flow off; running enrollments end before their next email."""
-    _edit_flow(
-        shop,
-        lambda session, found: flows_service.set_enabled(session, found, flow, False),
-        lambda _: f"{flow} is off",
-    )
+    _switch(shop, flow, False)
 
 
 @inbox_cli.command("list")

@@ -212,10 +212,7 @@ async def test_order_before_the_checkout_webhook_means_no_email(
 async def test_order_between_enrollment_and_send_ends_the_series(
     server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox, redis: ArqRedis
 ) -> None:
-    await _set_first_delay(shop, 3600)
-    checkout = fresh_checkout()
-    await deliver(server, "checkouts/create", checkout)
-    await wait_for(enrollment)
+    checkout = await enrolled_an_hour_before_the_first_email(server, shop)
 
     await deliver(server, "orders/paid", order_for(checkout))
     await wait_for(all_processed)
@@ -231,10 +228,7 @@ async def test_order_between_enrollment_and_send_ends_the_series(
 async def test_the_worker_rechecks_for_a_purchase_just_before_sending(
     server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox, redis: ArqRedis
 ) -> None:
-    await _set_first_delay(shop, 3600)
-    checkout = fresh_checkout()
-    await deliver(server, "checkouts/create", checkout)
-    await wait_for(enrollment)
+    await enrolled_an_hour_before_the_first_email(server, shop)
     # An order the flows never heard of (recorded, but its event not applied) must still stop it.
     async with sessionmaker()() as session:
         assert shop.id is not None
@@ -265,10 +259,7 @@ async def test_the_worker_rechecks_for_a_purchase_just_before_sending(
 async def test_completed_checkout_update_ends_the_enrollment(
     server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox, redis: ArqRedis
 ) -> None:
-    await _set_first_delay(shop, 3600)
-    checkout = fresh_checkout()
-    await deliver(server, "checkouts/create", checkout)
-    await wait_for(enrollment)
+    checkout = await enrolled_an_hour_before_the_first_email(server, shop)
 
     later = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
     await deliver(
@@ -287,9 +278,7 @@ async def test_completed_checkout_update_ends_the_enrollment(
 async def test_redis_flushed_between_enrollment_and_due_time_still_sends_exactly_one(
     server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox, redis: ArqRedis
 ) -> None:
-    await _set_first_delay(shop, 3600)
-    await deliver(server, "checkouts/create", fresh_checkout())
-    await wait_for(enrollment)
+    await enrolled_an_hour_before_the_first_email(server, shop)
     assert await redis.zcard("arq:queue") == 1  # the step, deferred an hour
 
     await redis.flushall()
@@ -419,10 +408,17 @@ async def test_health_checks_database_and_redis(server: httpx.AsyncClient) -> No
     assert response.json() == {"database": "ok", "redis": "ok"}
 
 
-async def _set_first_delay(shop: Shop, seconds: int) -> None:
+async def enrolled_an_hour_before_the_first_email(
+    server: httpx.AsyncClient, shop: Shop
+) -> dict[str, Any]:
+    """A checkout abandoned just now, enrolled, its first email an hour away."""
     async with sessionmaker()() as session:
-        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, seconds)
+        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, 3600)
         await session.commit()
+    checkout = fresh_checkout()
+    await deliver(server, "checkouts/create", checkout)
+    await wait_for(enrollment)
+    return checkout
 
 
 async def _make_due() -> None:
