@@ -37,6 +37,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Erased personal data must not linger in free pages (privacy law redaction).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
 

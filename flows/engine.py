@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.commerce import repository as commerce
-from app.commerce.events import CheckoutChanged, Event
+from app.commerce.events import CheckoutChanged, CommerceEvent
 from app.commerce.models import Checkout, Order
 from app.db import utcnow
 from app.mail import compose
@@ -25,7 +25,7 @@ class StepDeferred(Exception):
     """The step could not be sent now for a passing reason; the job should run again later."""
 
 
-async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: Event) -> None:
+async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: CommerceEvent) -> None:
     """Record what the event says about the shop's commerce, then move the flows along."""
     if isinstance(event, CheckoutChanged):
         checkout = await commerce.upsert_checkout(session, shop_id, event)
@@ -48,6 +48,9 @@ async def _checkout_changed(session: AsyncSession, jobs: Jobs, checkout: Checkou
 
 async def _should_enroll(session: AsyncSession, checkout: Checkout) -> bool:
     if checkout.email is None or checkout.completed_at or not checkout.line_items:
+        return False
+    shop = await shops.get(session, checkout.shop_id)
+    if shop is None or shop.uninstalled_at is not None:
         return False
     flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
     if flow is None or not flow.enabled or not flow.steps:
@@ -73,7 +76,7 @@ async def _enroll(session: AsyncSession, jobs: Jobs, checkout: Checkout) -> None
             session, checkout.shop_id, ABANDONED_CART, checkout.id
         )
         assert stored is not None
-        log.info("enrolled checkout %s (%s) in %s", checkout.token, checkout.email, ABANDONED_CART)
+        log.info("enrolled checkout %s in %s", checkout.id, ABANDONED_CART)
         schedule(jobs, stored)
 
 
@@ -84,7 +87,7 @@ async def _update_enrollment(
         return
     reason = await _exit_reason(session, checkout)
     if reason:
-        _exit(enrollment, reason)
+        exit_enrollment(enrollment, reason)
         return
     if checkout.email and checkout.email != enrollment.email:
         enrollment.email = checkout.email
@@ -107,16 +110,16 @@ async def _order_placed(session: AsyncSession, order: Order) -> None:
     )
     for enrollment in settled:
         if enrollment.status == EnrollmentStatus.ACTIVE:
-            _exit(enrollment, "purchased")
+            exit_enrollment(enrollment, "purchased")
         if await repository.has_sends(session, enrollment.id or 0):
             enrollment.recovered_order_id = order.id
             log.warning(
-                "RECOVERED order %s, %s %s, after %s email(s) to %s",
+                "RECOVERED order %s, %s %s, after %s email(s) (enrollment %s)",
                 order.name,
                 order.total_price,
                 order.currency,
                 enrollment.flow,
-                order.email,
+                enrollment.id,
             )
 
 
@@ -140,7 +143,8 @@ async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
     return None
 
 
-def _exit(enrollment: Enrollment, reason: str) -> None:
+def exit_enrollment(enrollment: Enrollment, reason: str) -> None:
+    """End a series; the reason is kept for the merchant to see."""
     enrollment.status = EnrollmentStatus.EXITED
     enrollment.exit_reason = reason
     enrollment.next_step = None
@@ -176,7 +180,7 @@ async def unsubscribe(session: AsyncSession, shop_id: int, email: str) -> None:
     """Record the opt-out and end every running flow for that address at once."""
     await mail_repository.add_unsubscribe(session, shop_id, email)
     for enrollment in await repository.active_enrollments_for_email(session, shop_id, email):
-        _exit(enrollment, "unsubscribed")
+        exit_enrollment(enrollment, "unsubscribed")
 
 
 async def run_step(
@@ -191,9 +195,9 @@ async def run_step(
     checkout = await commerce.get_checkout(session, enrollment.shop_id, enrollment.checkout_id)
     shop = await shops.get(session, enrollment.shop_id)
     assert checkout is not None and shop is not None
-    reason = await _exit_reason(session, checkout)
+    reason = "uninstalled" if shop.uninstalled_at else await _exit_reason(session, checkout)
     if reason:
-        _exit(enrollment, reason)
+        exit_enrollment(enrollment, reason)
         await session.commit()
         return f"exited: {reason}"
 
@@ -204,11 +208,11 @@ async def run_step(
 
     message = compose.abandoned_cart(shop, checkout, send, enrollment.steps[step])
     try:
-        await transport.deliver(message)
+        await transport.deliver(message, shop_domain=shop.domain)
     except PermanentDeliveryError as exc:
         send.status = SendStatus.FAILED
         send.error = str(exc)
-        _exit(enrollment, "undeliverable")
+        exit_enrollment(enrollment, "undeliverable")
         await session.commit()
         return f"undeliverable: {exc}"
     except Exception:
@@ -223,7 +227,7 @@ async def run_step(
     _advance(enrollment, checkout)
     await session.commit()
     schedule(jobs, enrollment)
-    log.info("sent %s step %s to %s", enrollment.flow, step + 1, send.email)
+    log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
     return "sent"
 
 

@@ -73,6 +73,13 @@ async def enrollments_settled_by_order(
     return (await session.exec(query)).all()
 
 
+async def active_enrollments(session: AsyncSession, shop_id: int) -> Sequence[Enrollment]:
+    query = select(Enrollment).where(
+        Enrollment.shop_id == shop_id, Enrollment.status == EnrollmentStatus.ACTIVE
+    )
+    return (await session.exec(query)).all()
+
+
 async def active_enrollments_for_email(
     session: AsyncSession, shop_id: int, email: str
 ) -> Sequence[Enrollment]:

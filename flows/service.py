@@ -7,7 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
 from app.shops.models import Shop
-from flows import repository
+from flows import engine, repository
 from flows.definitions import DEFAULT_FLOWS, FLOW_NAMES, MAX_DELAY
 from flows.models import Flow
 
@@ -81,3 +81,11 @@ async def set_enabled(session: AsyncSession, shop: Shop, name: str, enabled: boo
     flow.enabled = enabled
     flow.updated_at = utcnow()
     return flow
+
+
+async def end_all_enrollments(session: AsyncSession, shop_id: int, reason: str) -> int:
+    """End every running series of a shop at once; how many there were."""
+    running = await repository.active_enrollments(session, shop_id)
+    for enrollment in running:
+        engine.exit_enrollment(enrollment, reason)
+    return len(running)

@@ -128,7 +128,7 @@ async def test_rebound_serve_turns_a_signed_webhook_into_an_outbox_email(
 ) -> None:
     """The README path: `rebound serve` on embedded defaults writes emails to the outbox."""
     outbox = get_settings().outbox_dir
-    before = set(outbox.glob("*.eml")) if outbox.exists() else set()
+    before = set(outbox.rglob("*.eml")) if outbox.exists() else set()
     port = _free_port()
     serve = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "serve", "--port", str(port),
@@ -146,7 +146,7 @@ async def test_rebound_serve_turns_a_signed_webhook_into_an_outbox_email(
             assert answer.status_code == 200
 
             async def new_email() -> list[Path]:
-                return sorted(set(outbox.glob("*.eml")) - before) if outbox.exists() else []
+                return sorted(set(outbox.rglob("*.eml")) - before) if outbox.exists() else []
 
             written = await wait_for(new_email, within=20)
     finally:

@@ -113,10 +113,10 @@ async def test_without_smtp_the_message_lands_in_the_outbox_as_eml(
 
     assert await run(enrollment, OutboxTransport(tmp_path)) == "sent"
 
-    (written,) = list(tmp_path.glob("*.eml"))
+    (written,) = list(tmp_path.rglob("*.eml"))
     message = message_from_bytes(written.read_bytes(), policy=policy.default)
     assert message["To"] == "jane.doe@example.com"
-    assert list(tmp_path.glob("*.part")) == []
+    assert list(tmp_path.rglob("*.part")) == []
 
 
 async def test_line_breaks_in_names_never_reach_headers(shop: Shop, tmp_path: Any) -> None:
@@ -130,7 +130,7 @@ async def test_line_breaks_in_names_never_reach_headers(shop: Shop, tmp_path: An
 
     assert await run(enrollment, OutboxTransport(tmp_path)) == "sent"
 
-    raw = next(tmp_path.glob("*.eml")).read_bytes()
+    raw = next(tmp_path.rglob("*.eml")).read_bytes()
     message = message_from_bytes(raw, policy=policy.default)
     assert message["Bcc"] is None
     assert "\n" not in message["Subject"] and "\n" not in message["From"]

@@ -46,7 +46,46 @@ class OrderPlaced:
     placed_at: datetime
 
 
-Event = CheckoutChanged | OrderPlaced
+@dataclass(frozen=True)
+class Customer:
+    """Who a privacy request is about, as the platform identifies them."""
+
+    email: str | None
+    phone: str | None
+    platform_id: str | None
+    order_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShopUninstalled:
+    """The merchant removed Rebound: no more email, no more token."""
+
+
+@dataclass(frozen=True)
+class CustomerDataRequested:
+    customer: Customer
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class CustomerRedacted:
+    customer: Customer
+
+
+@dataclass(frozen=True)
+class ShopRedacted:
+    """Everything held for the shop is to be deleted."""
+
+
+CommerceEvent = CheckoutChanged | OrderPlaced
+Event = (
+    CheckoutChanged
+    | OrderPlaced
+    | ShopUninstalled
+    | CustomerDataRequested
+    | CustomerRedacted
+    | ShopRedacted
+)
 
 
 class InvalidPayload(ValueError):

@@ -130,7 +130,7 @@ class DemoStore:
         seen: set[Path] = set()
         deadline = asyncio.get_running_loop().time() + self.shoppers * 4 + 240
         while asyncio.get_running_loop().time() < deadline:
-            for path in sorted(self.outbox.glob("*.eml")):
+            for path in sorted(self.outbox.rglob("*.eml")):
                 if path not in seen:
                     seen.add(path)
                     await self._maybe_return(client, email.message_from_bytes(path.read_bytes()))

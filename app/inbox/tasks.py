@@ -2,17 +2,28 @@
 
 import json
 import logging
+from enum import Enum
 
 from arq.connections import ArqRedis
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import integrations
-from app.commerce.events import InvalidPayload
+from app.commerce.events import (
+    CheckoutChanged,
+    CustomerDataRequested,
+    CustomerRedacted,
+    InvalidPayload,
+    OrderPlaced,
+    ShopUninstalled,
+)
 from app.db import sessionmaker, utcnow
 from app.inbox import repository
 from app.inbox.models import InboxEntry, InboxStatus
+from app.privacy import service as privacy
 from app.queue import Jobs
+from app.shops import repository as shops
+from app.shops import service as shops_service
 from flows import engine
 
 log = logging.getLogger("rebound.inbox")
@@ -37,27 +48,54 @@ async def process_entry(entry_id: int, redis: ArqRedis) -> str:
         if entry is None or entry.status == InboxStatus.HANDLED:
             return "nothing to do"
         try:
-            await _apply(session, jobs, entry)
+            erased = await _apply(session, jobs, entry)
         except (OperationalError, InterfaceError):
             raise  # the database, not the payload: the entry stays unprocessed for the sweeper
         except Exception as exc:
             await session.rollback()
             return await _fail(session, entry_id, exc)
-        entry.status = InboxStatus.HANDLED
-        entry.error = None
-        entry.handled_at = utcnow()
+        if erased is not Erased.SHOP:  # a deleted shop took its inbox with it
+            entry.status = InboxStatus.HANDLED
+            entry.error = None
+            entry.handled_at = utcnow()
         await session.commit()
+        if erased:
+            await privacy.purge_erased_bytes(session)
     await jobs.enqueue(redis)
     return "handled"
 
 
-async def _apply(session: AsyncSession, jobs: Jobs, entry: InboxEntry) -> None:
+class Erased(Enum):
+    NOTHING = 0
+    CUSTOMER = 1
+    SHOP = 2
+
+    def __bool__(self) -> bool:
+        return self is not Erased.NOTHING
+
+
+async def _apply(session: AsyncSession, jobs: Jobs, entry: InboxEntry) -> Erased:
     try:
         payload = json.loads(entry.payload)
     except ValueError as exc:
         raise InvalidPayload(f"payload is not JSON: {exc}") from exc
+    shop = await shops.get(session, entry.shop_id)
+    assert shop is not None
+    erased = Erased.NOTHING
     for event in integrations.events(entry.platform, entry.topic, payload):
-        await engine.apply(session, jobs, entry.shop_id, event)
+        if isinstance(event, CheckoutChanged | OrderPlaced):
+            await engine.apply(session, jobs, entry.shop_id, event)
+        elif isinstance(event, ShopUninstalled):
+            await shops_service.uninstall(session, shop)
+        elif isinstance(event, CustomerDataRequested):
+            await privacy.record_data_request(session, shop, event.customer, event.request_id)
+        elif isinstance(event, CustomerRedacted):
+            await privacy.redact_customer(session, shop, event.customer)
+            erased = Erased.CUSTOMER
+        else:
+            await privacy.redact_shop(session, shop)
+            return Erased.SHOP
+    return erased
 
 
 async def _fail(session: AsyncSession, entry_id: int, exc: Exception) -> str:

@@ -20,7 +20,7 @@ class PermanentDeliveryError(Exception):
 
 
 class Transport(Protocol):
-    async def deliver(self, message: EmailMessage) -> None: ...
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None: ...
 
 
 class SmtpTransport:
@@ -34,7 +34,7 @@ class SmtpTransport:
         self.username = unquote(parsed.username) if parsed.username else None
         self.password = unquote(parsed.password) if parsed.password else None
 
-    async def deliver(self, message: EmailMessage) -> None:
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
         try:
             await aiosmtplib.send(
                 message,
@@ -60,19 +60,24 @@ class SmtpTransport:
 
 
 class OutboxTransport:
-    """Writes each message as an .eml file: the embedded default, read by people and the demo."""
+    """Writes each message as an .eml file in a folder per shop: the embedded default, read by
+    people and the demo, and erased with the shop's or a customer's data."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def deliver(self, message: EmailMessage) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+        folder = self.shop_folder(shop_domain)
+        folder.mkdir(parents=True, exist_ok=True)
         name = f"{utcnow():%Y%m%dT%H%M%S%f}-{_slug(message['Message-ID'] or 'message')}.eml"
         # Written aside and renamed, so a reader never sees half a message.
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".part")
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
         with os.fdopen(handle, "wb") as out:
             out.write(message.as_bytes())
-        os.replace(temporary, self.folder / name)
+        os.replace(temporary, folder / name)
+
+    def shop_folder(self, shop_domain: str) -> Path:
+        return self.folder / _slug(shop_domain.replace(".", "_"))
 
 
 def _slug(text: str) -> str:

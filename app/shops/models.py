@@ -18,4 +18,5 @@ class Shop(SQLModel, table=True):
     # Fernet ciphertexts (app.shops.secrets): tokens are never stored in the clear.
     access_token_encrypted: str | None = None
     api_secret_encrypted: str | None = None
+    uninstalled_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)

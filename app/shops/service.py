@@ -1,14 +1,18 @@
 """Connecting shops. Services never commit: the CLI command or task around them does."""
 
+import logging
 import re
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import security
+from app.db import utcnow
 from app.settings import get_settings
 from app.shops import repository
 from app.shops.models import Shop
 from flows import service as flows_service
+
+log = logging.getLogger("rebound.shops")
 
 SHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
@@ -48,6 +52,7 @@ async def connect_shopify(
         session.add(shop)
         await session.flush()
         await flows_service.install_defaults(session, shop)
+    shop.uninstalled_at = None  # a reinstall starts clean and keeps the merchant's flow settings
     shop.access_token_encrypted = security.encrypt(access_token.strip())
     shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
     if name:
@@ -61,3 +66,12 @@ def webhook_secret(shop: Shop) -> str | None:
         return security.decrypt(shop.api_secret_encrypted)
     fallback = get_settings().shopify_api_secret
     return fallback.get_secret_value() if fallback else None
+
+
+async def uninstall(session: AsyncSession, shop: Shop) -> None:
+    """From now on nothing goes out for this shop: token gone, running series ended."""
+    assert shop.id is not None
+    shop.uninstalled_at = utcnow()
+    shop.access_token_encrypted = None
+    ended = await flows_service.end_all_enrollments(session, shop.id, "uninstalled")
+    log.info("shop %s uninstalled Rebound; %s running series ended", shop.domain, ended)

@@ -7,11 +7,24 @@ from typing import Any
 
 from shopify_app import AppConfig, RequestInput, verify_webhook_req
 
-from app.commerce.events import CheckoutChanged, Event, InvalidPayload, LineItem, OrderPlaced
+from app.commerce.events import (
+    CheckoutChanged,
+    Customer,
+    CustomerDataRequested,
+    CustomerRedacted,
+    Event,
+    InvalidPayload,
+    LineItem,
+    OrderPlaced,
+    ShopRedacted,
+    ShopUninstalled,
+)
 
 PLATFORM = "shopify"
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
+# Mandatory for App Store apps; Shopify sends them even for shops that never installed or left.
+COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 
 
 def is_genuine(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
@@ -48,7 +61,28 @@ def events(topic: str, payload: Any) -> list[Event]:
         return [_checkout(payload)]
     if topic in ORDER_TOPICS:
         return [_order(payload)]
+    if topic == "app/uninstalled":
+        return [ShopUninstalled()]
+    if topic == "customers/data_request":
+        request = _object(payload, "data_request")
+        request_id = _id(request, "id") if request.get("id") is not None else None
+        return [CustomerDataRequested(_customer(payload, "orders_requested"), request_id)]
+    if topic == "customers/redact":
+        return [CustomerRedacted(_customer(payload, "orders_to_redact"))]
+    if topic == "shop/redact":
+        return [ShopRedacted()]
     return []
+
+
+def _customer(payload: dict[str, Any], orders_key: str) -> Customer:
+    customer = _object(payload, "customer")
+    platform_id = customer.get("id")
+    return Customer(
+        email=_optional_text(customer, "email"),
+        phone=_optional_text(customer, "phone"),
+        platform_id=_id(customer, "id") if platform_id is not None else None,
+        order_ids=tuple(_id({"id": order_id}, "id") for order_id in _list(payload, orders_key)),
+    )
 
 
 def _checkout(payload: dict[str, Any]) -> CheckoutChanged:

@@ -1,0 +1,130 @@
+"""Every query that finds or erases one customer's data, or a whole shop's."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.commerce.events import Customer
+from app.commerce.models import Checkout, Order
+from app.commerce.repository import normalize_email
+from app.inbox.models import InboxEntry
+from app.mail.models import Unsubscribe
+from app.models import Click, Enrollment, Flow, Send, Shop
+from app.privacy.models import DataRequest
+
+REDACTED_PAYLOAD = '{"redacted": true}'
+
+
+def _order_match(shop_id: int, customer: Customer) -> ColumnElement[bool]:
+    email = normalize_email(customer.email)
+    matches: list[ColumnElement[bool]] = [col(Order.platform_id).in_(customer.order_ids)]
+    if email:
+        matches.append(col(Order.email) == email)
+    return (col(Order.shop_id) == shop_id) & or_(*matches)
+
+
+async def checkouts(session: AsyncSession, shop_id: int, customer: Customer) -> Sequence[Checkout]:
+    email = normalize_email(customer.email)
+    if not email:
+        return []
+    query = select(Checkout).where(Checkout.shop_id == shop_id, Checkout.email == email)
+    return (await session.exec(query)).all()
+
+
+async def orders(session: AsyncSession, shop_id: int, customer: Customer) -> Sequence[Order]:
+    return (await session.exec(select(Order).where(_order_match(shop_id, customer)))).all()
+
+
+async def enrollments(
+    session: AsyncSession, shop_id: int, checkout_ids: Sequence[int]
+) -> Sequence[Enrollment]:
+    query = select(Enrollment).where(
+        Enrollment.shop_id == shop_id, col(Enrollment.checkout_id).in_(checkout_ids)
+    )
+    return (await session.exec(query)).all()
+
+
+async def sends(
+    session: AsyncSession, shop_id: int, enrollment_ids: Sequence[int]
+) -> Sequence[Send]:
+    query = select(Send).where(Send.shop_id == shop_id, col(Send.enrollment_id).in_(enrollment_ids))
+    return (await session.exec(query)).all()
+
+
+async def click_count(session: AsyncSession, shop_id: int, send_ids: Sequence[int]) -> int:
+    query = select(Click.id).where(Click.shop_id == shop_id, col(Click.send_id).in_(send_ids))
+    return len((await session.exec(query)).all())
+
+
+async def unsubscribe(session: AsyncSession, shop_id: int, email: str | None) -> Unsubscribe | None:
+    query = select(Unsubscribe).where(
+        Unsubscribe.shop_id == shop_id, Unsubscribe.email == normalize_email(email)
+    )
+    return (await session.exec(query)).first()
+
+
+def _mentions(shop_id: int, customer: Customer) -> ColumnElement[bool] | None:
+    needles = [value for value in (customer.email, customer.phone, customer.platform_id) if value]
+    needles += list(customer.order_ids)
+    if not needles:
+        return None
+    return (col(InboxEntry.shop_id) == shop_id) & or_(
+        *[col(InboxEntry.payload).ilike(f"%{needle}%") for needle in needles]
+    )
+
+
+async def inbox_mentions(session: AsyncSession, shop_id: int, customer: Customer) -> int:
+    condition = _mentions(shop_id, customer)
+    if condition is None:
+        return 0
+    return len((await session.exec(select(InboxEntry.id).where(condition))).all())
+
+
+async def redact_customer(session: AsyncSession, shop_id: int, customer: Customer) -> None:
+    """Erase personal fields; rows, counts and money stay for the merchant's figures."""
+    found = await checkouts(session, shop_id, customer)
+    checkout_ids = [c.id for c in found if c.id is not None]
+    enrolled = await enrollments(session, shop_id, checkout_ids)
+    enrollment_ids = [e.id for e in enrolled if e.id is not None]
+    await session.exec(
+        update(Checkout)
+        .where(col(Checkout.id).in_(checkout_ids))
+        .values(email=None, first_name=None, restore_url=None, cart_token=None)
+    )
+    await session.exec(
+        update(Order).where(_order_match(shop_id, customer)).values(email=None, cart_token=None)
+    )
+    await session.exec(
+        update(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)).values(email="")
+    )
+    await session.exec(
+        update(Send).where(col(Send.enrollment_id).in_(enrollment_ids)).values(email="")
+    )
+    email = normalize_email(customer.email)
+    if email:
+        await session.exec(
+            delete(Unsubscribe).where(
+                col(Unsubscribe.shop_id) == shop_id, col(Unsubscribe.email) == email
+            )
+        )
+        await session.exec(
+            delete(DataRequest).where(
+                col(DataRequest.shop_id) == shop_id, col(DataRequest.customer_email) == email
+            )
+        )
+    condition = _mentions(shop_id, customer)
+    if condition is not None:
+        await session.exec(update(InboxEntry).where(condition).values(payload=REDACTED_PAYLOAD))
+
+
+async def delete_shop(session: AsyncSession, shop_id: int) -> None:
+    """Every row of the shop, children first."""
+    children: tuple[Any, ...] = (
+        Click, Send, Enrollment, Checkout, Order, Unsubscribe, DataRequest, InboxEntry, Flow,
+    )  # fmt: skip
+    for model in children:
+        await session.exec(delete(model).where(model.shop_id == shop_id))
+    await session.exec(delete(Shop).where(col(Shop.id) == shop_id))
