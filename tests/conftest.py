@@ -36,7 +36,7 @@ import app.db  # noqa: E402
 import app.models  # noqa: E402, F401
 from app import migrate  # noqa: E402
 from app.db import database_url, dispose_engine, sessionmaker  # noqa: E402
-from app.mail.transport import SmtpTransport  # noqa: E402
+from app.mail.transport import SmtpTransport, Transport  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.redis import embedded_redis, redis_settings  # noqa: E402
 from app.settings import get_settings  # noqa: E402
@@ -137,9 +137,14 @@ def smtp_url(smtp_server: tuple[Mailbox, int]) -> str:
 @pytest.fixture
 async def worker(redis: ArqRedis, smtp_url: str) -> AsyncIterator[None]:
     """The real arq worker, on the real Redis, delivering to the in-process SMTP server."""
+    async with running_worker(redis, SmtpTransport(smtp_url)):
+        yield
 
+
+@contextlib.asynccontextmanager
+async def running_worker(redis: ArqRedis, transport: Transport) -> AsyncIterator[None]:
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["transport"] = SmtpTransport(smtp_url)
+        ctx["transport"] = transport
 
     arq_worker = make_worker(
         redis_pool=redis,
@@ -150,18 +155,20 @@ async def worker(redis: ArqRedis, smtp_url: str) -> AsyncIterator[None]:
         poll_delay=0.05,
     )
     task = asyncio.create_task(arq_worker.async_run())
-    yield
-    # Let running jobs finish: a job cut off mid-transaction would hold locks into the next test.
-    deadline = asyncio.get_running_loop().time() + 10
-    while any(not job.done() for job in arq_worker.tasks.values()):
-        if asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(asyncio.CancelledError):
-        await arq_worker.close()
+    try:
+        yield
+    finally:
+        # Let running jobs finish: one cut off mid-transaction would hold locks into the next test.
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(not job.done() for job in arq_worker.tasks.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await arq_worker.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Privacy law: a customer's data exported on request or erased, a shop's data deleted."""
 
+import asyncio
 import json
 import logging
 import shutil
@@ -96,16 +97,15 @@ async def record_data_request(
 async def redact_customer(session: AsyncSession, shop: Shop, customer: Customer) -> None:
     assert shop.id is not None
     await repository.redact_customer(session, shop.id, customer)
-    _erase_outbox_messages(shop, customer)
+    await asyncio.to_thread(_erase_outbox_messages, shop, customer)
     log.info("redacted a customer of shop %s", shop.domain)
 
 
 async def redact_shop(session: AsyncSession, shop: Shop) -> None:
     assert shop.id is not None
     await repository.delete_shop(session, shop.id)
-    shutil.rmtree(
-        OutboxTransport(get_settings().outbox_dir).shop_folder(shop.domain), ignore_errors=True
-    )
+    folder = OutboxTransport(get_settings().outbox_dir).shop_folder(shop.domain)
+    await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
     log.info("deleted every record of shop %s", shop.domain)
 
 
