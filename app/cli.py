@@ -49,10 +49,14 @@ def main() -> None:
     cli()
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
+def _prepare_embedded_database() -> None:
     if get_settings().database_url is None:
         # The embedded SQLite file sets itself up; a configured database is migrated on release.
         migrate.upgrade()
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    _prepare_embedded_database()
 
     async def wrapped() -> T:
         try:
@@ -152,6 +156,7 @@ def api(
     settings = get_settings()
     if port is not None:
         settings.port = port
+    _prepare_embedded_database()
     with embedded_redis(settings):
         uvicorn.run("app.main:create_app", factory=True, host=host, port=settings.port)
 
@@ -162,6 +167,7 @@ def worker() -> None:
     from app.worker import make_worker
 
     settings = get_settings()
+    _prepare_embedded_database()
     with embedded_redis(settings):
         make_worker().run()
 
