@@ -14,6 +14,7 @@ from app.inbox.endpoints import router as webhooks_router
 from app.links.endpoints import router as links_router
 from app.redis import RedisDep, redis_settings
 from app.settings import get_settings
+from integrations.shopify.install import router as shopify_install_router
 
 
 @asynccontextmanager
@@ -37,6 +38,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.include_router(webhooks_router)
     app.include_router(links_router)
+    app.include_router(shopify_install_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(session: SessionDep, redis: RedisDep) -> JSONResponse:

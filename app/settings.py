@@ -20,10 +20,18 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     shopify_api_key: str | None = None
     shopify_api_secret: SecretStr | None = None
+    shopify_api_origin: str | None = None
     port: int = 8000
     rebound_home: Path = Path(".rebound")
 
-    @field_validator("database_url", "redis_url", "app_url", "shopify_api_key", mode="before")
+    @field_validator(
+        "database_url",
+        "redis_url",
+        "app_url",
+        "shopify_api_key",
+        "shopify_api_origin",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

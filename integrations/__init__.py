@@ -5,9 +5,11 @@ from collections.abc import Callable
 from typing import Any
 
 from app.commerce.events import Event, InvalidPayload
-from integrations.shopify import webhooks as shopify
+from integrations.shopify import webhooks as shopify_webhooks
 
-_EVENTS: dict[str, Callable[[str, Any], list[Event]]] = {shopify.PLATFORM: shopify.events}
+_EVENTS: dict[str, Callable[[str, Any], list[Event]]] = {
+    shopify_webhooks.PLATFORM: shopify_webhooks.events
+}
 
 
 def events(platform: str, topic: str, payload: Any) -> list[Event]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 _HOME = Path(tempfile.mkdtemp(prefix="rebound-tests-"))
 os.environ["REBOUND_HOME"] = str(_HOME)
@@ -44,10 +45,13 @@ from app.shops.models import Shop  # noqa: E402
 from app.shops.service import connect_shopify  # noqa: E402
 from app.worker import make_worker  # noqa: E402
 from flows import service as flows_service  # noqa: E402
+from integrations.shopify.standin import ShopifyStandin, serve  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHOP_DOMAIN = "rebound-test.myshopify.com"
 SHOP_SECRET = "shpss_test_webhook_secret"
+SHOPIFY_CLIENT_ID = "test-client-id"
+SHOPIFY_CLIENT_SECRET = "test-client-secret-at-least-32-bytes-long"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -210,3 +214,24 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[ShopifyStandin]:
+    """The stand-in on a free port, with SHOPIFY_API_ORIGIN and the app's credentials pointed
+    at it for the code under test (get_settings() is cached, so the attributes are swapped)."""
+    standin = ShopifyStandin(client_id=SHOPIFY_CLIENT_ID, client_secret=SHOPIFY_CLIENT_SECRET)
+    settings = get_settings()
+    saved = (settings.shopify_api_origin, settings.shopify_api_key, settings.shopify_api_secret)
+    async with serve(standin) as origin:
+        settings.shopify_api_origin = origin
+        settings.shopify_api_key = SHOPIFY_CLIENT_ID
+        settings.shopify_api_secret = SecretStr(SHOPIFY_CLIENT_SECRET)
+        try:
+            yield standin
+        finally:
+            (
+                settings.shopify_api_origin,
+                settings.shopify_api_key,
+                settings.shopify_api_secret,
+            ) = saved

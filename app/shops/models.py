@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.db import utcnow
@@ -19,4 +19,11 @@ class Shop(SQLModel, table=True):
     access_token_encrypted: str | None = None
     api_secret_encrypted: str | None = None
     uninstalled_at: datetime | None = None
+    # Read from the platform at install: who the shop is, for emails and local times.
+    email: str | None = Field(default=None, max_length=320)
+    currency: str | None = Field(default=None, max_length=3)
+    locale: str | None = Field(default=None, max_length=32)
+    timezone: str | None = Field(default=None, max_length=64)
+    country_code: str | None = Field(default=None, max_length=2)
+    address: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)

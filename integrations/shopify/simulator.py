@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-API_VERSION = "2026-07"
+from integrations.shopify.admin import API_VERSION
 
 
 @dataclass(frozen=True)
