@@ -11,13 +11,17 @@ from cryptography.fernet import Fernet, InvalidToken
 from app.settings import get_settings
 
 
-def _derived_key(purpose: str) -> bytes:
+def _derived_key(purpose: str, master: bytes | None = None) -> bytes:
     # One master secret, a separate key per use: a leaked link key never decrypts tokens.
-    return hmac.new(get_settings().signing_key, purpose.encode(), hashlib.sha256).digest()
+    secret = master if master is not None else get_settings().signing_key
+    return hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
 
 
 def _fernet() -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(_derived_key("fernet:tokens-at-rest")))
+    # TOKEN_KEY, when set, keeps stored tokens readable across a SECRET_KEY rotation (and apart).
+    token_key = get_settings().token_key
+    master = token_key.get_secret_value().encode() if token_key else None
+    return Fernet(base64.urlsafe_b64encode(_derived_key("fernet:tokens-at-rest", master)))
 
 
 def encrypt(plaintext: str) -> str:

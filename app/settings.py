@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     mail_from: str = "Rebound <rebound@localhost>"
     app_url: str | None = None
     secret_key: SecretStr | None = None
+    token_key: SecretStr | None = None
     shopify_api_key: str | None = None
     shopify_api_secret: SecretStr | None = None
     shopify_api_origin: str | None = None
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("smtp_url", "secret_key", "shopify_api_secret", mode="before")
+    @field_validator("smtp_url", "secret_key", "token_key", "shopify_api_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,7 +1,11 @@
 """Signed links and encrypted secrets."""
 
+import pytest
+from pydantic import SecretStr
+
 from app import security
 from app.links import urls
+from app.settings import get_settings
 
 
 def test_signed_token_round_trips_and_refuses_any_change() -> None:
@@ -32,3 +36,16 @@ def test_secrets_are_encrypted_not_encoded() -> None:
     assert "shpat_secret" not in ciphertext
     assert security.decrypt(ciphertext) == "shpat_secret"
     assert security.encrypt("shpat_secret") != ciphertext  # a fresh IV every time
+
+
+def test_token_key_when_set_is_the_key_for_tokens_at_rest() -> None:
+    settings = get_settings()
+    with_secret_key = security.encrypt("shpat_secret")
+    settings.token_key = SecretStr("a-separate-token-key")
+    try:
+        with_token_key = security.encrypt("shpat_secret")
+        assert security.decrypt(with_token_key) == "shpat_secret"
+        with pytest.raises(ValueError, match="cannot be decrypted"):
+            security.decrypt(with_secret_key)
+    finally:
+        settings.token_key = None
