@@ -5,7 +5,9 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import integrations
 from app.commerce import repository as commerce
+from app.commerce.catalog import VariantDetails
 from app.commerce.events import CheckoutChanged, CommerceEvent
 from app.commerce.models import Checkout, Order
 from app.db import utcnow
@@ -201,12 +203,18 @@ async def run_step(
         await session.commit()
         return f"exited: {reason}"
 
+    details = await integrations.variant_details(shop, _variant_ids(checkout))
+    if _sold_out(checkout, details):
+        exit_enrollment(enrollment, "sold_out")
+        await session.commit()
+        return "exited: sold_out"
+
     send = await repository.claim_send(session, enrollment, step)
     if send is None:
         return "claimed before"
     await session.commit()
 
-    message = compose.abandoned_cart(shop, checkout, send, enrollment.steps[step])
+    message = compose.abandoned_cart(shop, checkout, send, enrollment.steps[step], details)
     try:
         await transport.deliver(message, shop_domain=shop.domain)
     except PermanentDeliveryError as exc:
@@ -229,6 +237,20 @@ async def run_step(
     schedule(jobs, enrollment)
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
     return "sent"
+
+
+def _variant_ids(checkout: Checkout) -> list[str]:
+    return [str(item["variant_id"]) for item in checkout.line_items if item.get("variant_id")]
+
+
+def _sold_out(checkout: Checkout, details: dict[str, VariantDetails]) -> bool:
+    """Nothing left to buy: the store says every item in the cart is unavailable."""
+    ids = _variant_ids(checkout)
+    return (
+        bool(ids)
+        and len(ids) == len(checkout.line_items)
+        and all(variant_id in details and not details[variant_id].available for variant_id in ids)
+    )
 
 
 def _advance(enrollment: Enrollment, checkout: Checkout) -> None:

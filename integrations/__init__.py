@@ -1,10 +1,14 @@
 """Platform integrations. Each turns its platform's webhooks into domain events; a new platform is
 one new folder and one line here."""
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.commerce import catalog
+from app.commerce.catalog import VariantDetails
 from app.commerce.events import Event, InvalidPayload
+from app.shops.models import Shop
+from integrations.shopify import catalog as shopify_catalog
 from integrations.shopify import webhooks as shopify_webhooks
 
 _EVENTS: dict[str, Callable[[str, Any], list[Event]]] = {
@@ -18,3 +22,28 @@ def events(platform: str, topic: str, payload: Any) -> list[Event]:
     except KeyError:
         raise InvalidPayload(f"no integration for platform {platform!r}") from None
     return to_events(topic, payload)
+
+
+VariantLookup = Callable[[Shop, list[str]], Awaitable[dict[str, VariantDetails] | None]]
+_VARIANTS: dict[str, VariantLookup] = {shopify_webhooks.PLATFORM: shopify_catalog.variant_details}
+_PERMALINKS: dict[str, Callable[[Shop, list[tuple[str, int]]], str | None]] = {
+    shopify_webhooks.PLATFORM: shopify_catalog.cart_permalink
+}
+
+
+async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, VariantDetails]:
+    """Current details of these variants, from the cache or the shop's platform."""
+    assert shop.id is not None
+    known, missing = catalog.cached(shop.id, variant_ids)
+    lookup = _VARIANTS.get(shop.platform)
+    found = await lookup(shop, missing) if missing and lookup is not None else None
+    if found is not None:  # None: the store could not be asked; ask again next time
+        catalog.remember(shop.id, missing, found)
+        known.update(found)
+    return known
+
+
+def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
+    """A link that refills this cart on the shop's storefront, where the platform has one."""
+    make = _PERMALINKS.get(shop.platform)
+    return make(shop, lines) if make else None

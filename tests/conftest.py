@@ -36,6 +36,7 @@ from sqlmodel import SQLModel  # noqa: E402
 import app.db  # noqa: E402
 import app.models  # noqa: E402, F401
 from app import migrate  # noqa: E402
+from app.commerce import catalog  # noqa: E402
 from app.db import database_url, dispose_engine, sessionmaker  # noqa: E402
 from app.mail.transport import SmtpTransport, Transport  # noqa: E402
 from app.main import create_app  # noqa: E402
@@ -76,6 +77,7 @@ def clean_tables(database: str) -> Iterator[None]:
 async def fresh_engine() -> AsyncIterator[None]:
     # Each test has its own event loop; async connections must not outlive it.
     app.db._engine, app.db._sessions = None, None
+    catalog.forget()  # shop ids repeat across tests; cached product data must not
     yield
     await dispose_engine()
 

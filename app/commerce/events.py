@@ -11,6 +11,8 @@ class LineItem:
     quantity: int
     price: str  # a decimal string in the checkout's currency: money never becomes a float
     image_url: str | None = None
+    variant_id: str | None = None  # the platform's id, exact, as text
+    product_id: str | None = None
 
 
 @dataclass(frozen=True)

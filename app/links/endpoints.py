@@ -4,7 +4,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+import integrations
 from app.commerce import repository as commerce
+from app.commerce.models import Checkout
 from app.db import SessionDep
 from app.links.urls import read_restore, read_unsubscribe
 from app.mail.compose import TEMPLATES
@@ -28,11 +30,23 @@ async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
         if enrollment
         else None
     )
-    if send is None or checkout is None or not checkout.restore_url:
+    shop = await shops.get(session, checkout.shop_id) if checkout else None
+    target = _restore_target(shop, checkout) if shop and checkout else None
+    if send is None or target is None:
         raise HTTPException(404, "this link is not valid")
     flows.add_click(session, send)
     await session.commit()
-    return RedirectResponse(checkout.restore_url, status_code=303)
+    return RedirectResponse(target, status_code=303)
+
+
+def _restore_target(shop: Shop, checkout: Checkout) -> str | None:
+    """The platform's recovery URL for this checkout, else a link that refills the cart."""
+    lines = [
+        (str(item["variant_id"]), int(item.get("quantity") or 0))
+        for item in checkout.line_items
+        if item.get("variant_id")
+    ]
+    return checkout.restore_url or integrations.cart_permalink(shop, lines)
 
 
 async def _recipient(session: SessionDep, token: str) -> tuple[Shop, str]:

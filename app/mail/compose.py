@@ -12,6 +12,7 @@ from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.commerce.catalog import VariantDetails
 from app.commerce.models import Checkout
 from app.links.urls import restore_url, unsubscribe_url
 from app.settings import get_settings
@@ -33,15 +34,27 @@ environment = Environment(
 
 
 def abandoned_cart(
-    shop: Shop, checkout: Checkout, send: Send, step: dict[str, Any]
+    shop: Shop,
+    checkout: Checkout,
+    send: Send,
+    step: dict[str, Any],
+    details: dict[str, VariantDetails] | None = None,
 ) -> EmailMessage:
+    """The reminder for one step. `details` is what the store says now about each variant."""
     assert shop.id is not None and send.id is not None and checkout.email is not None
     locale = _locale(checkout.locale)
+    # The store's prices are in its own currency; they replace the checkout's only when the
+    # shopper saw that currency too.
+    current = details or {}
+    same_currency = shop.currency == checkout.currency
     context = {
         "shop_name": shop.name,
         "first_name": (checkout.first_name or "").strip() or None,
         "step": send.step,
-        "items": [_line(item, checkout.currency, locale) for item in checkout.line_items],
+        "items": [
+            _line(item, checkout.currency, locale, current, same_currency)
+            for item in checkout.line_items
+        ],
         "item_count": sum(int(item.get("quantity") or 0) for item in checkout.line_items),
         "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
         "total": _money(checkout.total_price, checkout.currency, locale),
@@ -95,17 +108,28 @@ def _money(amount: str, currency: str, locale: Locale) -> str:
         return f"{amount} {currency}"
 
 
-def _line(item: dict[str, Any], currency: str, locale: Locale) -> dict[str, Any]:
+def _line(
+    item: dict[str, Any],
+    currency: str,
+    locale: Locale,
+    details: dict[str, VariantDetails],
+    same_currency: bool,
+) -> dict[str, Any]:
     quantity = int(item.get("quantity") or 0)
+    now = details.get(str(item.get("variant_id")))
+    price = str(now.price) if now and same_currency else str(item.get("price", "0"))
     try:
-        line_total = str(Decimal(item["price"]) * quantity)
-    except (InvalidOperation, KeyError, TypeError):
-        line_total = str(item.get("price", "0"))
+        line_total = str(Decimal(price) * quantity)
+    except (InvalidOperation, TypeError):
+        line_total = price
+    title = item.get("title") or "Item"
     return {
-        "title": item.get("title") or "Item",
+        "title": title,
         "variant_title": item.get("variant_title"),
         "quantity": quantity,
-        "price": _money(str(item.get("price", "0")), currency, locale),
+        "price": _money(price, currency, locale),
         "line_total": _money(line_total, currency, locale),
-        "image_url": item.get("image_url"),
+        "image_url": (now.image_url if now else None) or item.get("image_url"),
+        "image_alt": (now.image_alt if now else None) or title,
+        "sold_out": bool(now and not now.available),
     }

@@ -145,6 +145,8 @@ def _line_item(item: Any) -> LineItem:
         ),
         quantity=quantity,
         price=_money(item, "price"),
+        variant_id=_id(item, "variant_id") if item.get("variant_id") is not None else None,
+        product_id=_id(item, "product_id") if item.get("product_id") is not None else None,
     )
 
 

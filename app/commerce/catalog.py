@@ -1,0 +1,46 @@
+"""What the store says about the cart's items right now: image, price, availability. Looked up
+through the shop's platform, cached briefly per shop so a burst of emails costs one request."""
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+CACHE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class VariantDetails:
+    price: Decimal  # in the shop's currency
+    available: bool
+    image_url: str | None
+    image_alt: str | None
+    product_url: str | None
+
+
+_cache: dict[tuple[int, str], tuple[float, VariantDetails | None]] = {}
+
+
+def cached(shop_id: int, variant_ids: list[str]) -> tuple[dict[str, VariantDetails], list[str]]:
+    """What the cache knows, and the ids it does not (or no longer) know."""
+    now = time.monotonic()
+    known: dict[str, VariantDetails] = {}
+    missing: list[str] = []
+    for variant_id in variant_ids:
+        hit = _cache.get((shop_id, variant_id))
+        if hit is None or hit[0] < now:
+            missing.append(variant_id)
+        elif hit[1] is not None:
+            known[variant_id] = hit[1]
+    return known, missing
+
+
+def remember(shop_id: int, asked: list[str], found: dict[str, VariantDetails]) -> None:
+    # An id the store did not return is remembered as gone (None): deleted products stay gone.
+    expires = time.monotonic() + CACHE_SECONDS
+    for variant_id in asked:
+        _cache[(shop_id, variant_id)] = (expires, found.get(variant_id))
+
+
+def forget(shop_id: int | None = None) -> None:
+    for key in [key for key in _cache if shop_id is None or key[0] == shop_id]:
+        del _cache[key]
