@@ -246,11 +246,23 @@ def flows_list(shop: ShopOption) -> None:
         assert found.id is not None
         rows = []
         for flow in await repository.list_flows(session, found.id):
-            delays = ", ".join(format_duration(step["delay"]) for step in flow.steps)
+            delays = ", ".join(
+                format_duration(step["delay"])
+                + (f" ({_describe(step['offer'])})" if step.get("offer") else "")
+                for step in flow.steps
+            )
             rows.append(f"{flow.name}\t{'on' if flow.enabled else 'off'}\t{delays}")
         return "\n".join(rows)
 
     _edit_flow(shop, listing, str)
+
+
+def _describe(offer: dict[str, Any]) -> str:
+    if offer["kind"] == "percentage":
+        return f"{offer['value']}% off"
+    if offer["kind"] == "fixed_amount":
+        return f"{offer['value']} off"
+    return "free shipping"
 
 
 @flows_cli.command("set")
@@ -258,18 +270,33 @@ def flows_set(
     shop: ShopOption,
     flow: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOW_NAMES)}")],
     step: Annotated[int, typer.Option(help="Which step, counting from 1")],
-    delay: Annotated[str, typer.Option(help="Wait before this step: 0s, 90m, 24h, 3d")],
+    delay: Annotated[
+        str | None, typer.Option(help="Wait before this step: 0s, 90m, 24h, 3d")
+    ] = None,
+    offer: Annotated[
+        str | None, typer.Option(help="The step's offer: 10%, 5.00 (off), free-shipping, none")
+    ] = None,
 ) -> None:
-    """Set how long a flow step waits (counted from when the cart was last touched)."""
+    """Set a flow step's delay (counted from when the cart was last touched) and its offer."""
+    if delay is None and offer is None:
+        raise _fail("say what to set: --delay, --offer or both")
     try:
-        seconds = parse_duration(delay)
+        seconds = parse_duration(delay) if delay is not None else None
+        new_offer = flows_service.parse_offer(offer) if offer is not None else None
     except FlowSettingError as exc:
         raise _fail(str(exc)) from exc
-    _edit_flow(
-        shop,
-        lambda session, found: flows_service.set_step_delay(session, found, flow, step, seconds),
-        lambda _: f"{flow} step {step} now waits {format_duration(seconds)} (new enrollments)",
-    )
+
+    async def edit(session: Any, found: Shop) -> str:
+        said = []
+        if seconds is not None:
+            await flows_service.set_step_delay(session, found, flow, step, seconds)
+            said.append(f"waits {format_duration(seconds)}")
+        if offer is not None:
+            await flows_service.set_step_offer(session, found, flow, step, new_offer)
+            said.append(f"offers {offer}" if new_offer else "has no offer")
+        return f"{flow} step {step} now {' and '.join(said)} (new enrollments)"
+
+    _edit_flow(shop, edit, str)
 
 
 def _switch(shop: str, flow: str, enabled: bool) -> None:

@@ -10,15 +10,17 @@ from app.commerce import repository as commerce
 from app.commerce.catalog import VariantDetails
 from app.commerce.events import CheckoutChanged, CommerceEvent
 from app.commerce.models import Checkout, Order
+from app.commerce.offers import DiscountCode, Offer, OfferError, code_for
 from app.db import utcnow
 from app.mail import compose
 from app.mail import repository as mail_repository
 from app.mail.transport import PermanentDeliveryError, Transport
 from app.queue import Jobs
 from app.shops import repository as shops
+from app.shops.models import Shop
 from flows import repository
 from flows.definitions import ABANDONED_CART, CART_MAX_AGE
-from flows.models import Enrollment, EnrollmentStatus, SendStatus
+from flows.models import Enrollment, EnrollmentStatus, Send, SendStatus
 
 log = logging.getLogger("rebound.flows")
 
@@ -214,7 +216,10 @@ async def run_step(
         return "claimed before"
     await session.commit()
 
-    message = compose.abandoned_cart(shop, checkout, send, enrollment.steps[step], details)
+    discount = await _offer(shop, enrollment, send, checkout.email)
+    message = compose.abandoned_cart(
+        shop, checkout, send, enrollment.steps[step], details, discount
+    )
     try:
         await transport.deliver(message, shop_domain=shop.domain)
     except PermanentDeliveryError as exc:
@@ -237,6 +242,28 @@ async def run_step(
     schedule(jobs, enrollment)
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
     return "sent"
+
+
+async def _offer(
+    shop: Shop, enrollment: Enrollment, send: Send, email: str | None
+) -> DiscountCode | None:
+    """The step's offer as a code made for this recipient, or None with the reason on the send."""
+    assert enrollment.id is not None
+    try:
+        offer = Offer.from_step(enrollment.steps[send.step])
+    except OfferError as exc:
+        send.offer_skipped = str(exc)
+        return None
+    if offer is None:
+        return None
+    discount = DiscountCode(code_for(enrollment.id, send.step), offer, offer.ends_at(utcnow()))
+    reason = await integrations.create_discount(shop, discount, email)
+    if reason:
+        send.offer_skipped = reason
+        log.warning("offer left out of enrollment %s step %s: %s", enrollment.id, send.step, reason)
+        return None
+    send.discount_code = discount.code
+    return discount
 
 
 def _variant_ids(checkout: Checkout) -> list[str]:

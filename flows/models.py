@@ -71,6 +71,9 @@ class Send(SQLModel, table=True):
     email: str = Field(max_length=320)
     status: SendStatus = Field(default=SendStatus.SENDING, max_length=16)
     message_id: str | None = Field(default=None, max_length=255)
+    # The offer this email carried, or why the step's offer was left out.
+    discount_code: str | None = Field(default=None, max_length=64)
+    offer_skipped: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))
     claimed_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None

@@ -2,9 +2,11 @@
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.commerce.offers import Offer, OfferError
 from app.db import utcnow
 from app.shops.models import Shop
 from flows import engine, repository
@@ -65,6 +67,40 @@ async def set_step_delay(
     steps = [dict(existing) for existing in flow.steps]
     steps[step - 1]["delay"] = delay
     flow.steps = steps  # a new list, so the JSON column is seen as changed
+    flow.updated_at = utcnow()
+    return flow
+
+
+def parse_offer(text: str) -> dict[str, Any] | None:
+    """An offer from merchant words: 10% (percent off), 5.00 (amount off), free-shipping, none."""
+    word = text.strip().lower()
+    if word == "none":
+        return None
+    if word in ("free-shipping", "free_shipping"):
+        offer: dict[str, Any] = {"kind": "free_shipping", "value": "0"}
+    elif word.endswith("%"):
+        offer = {"kind": "percentage", "value": word[:-1].strip()}
+    else:
+        offer = {"kind": "fixed_amount", "value": word}
+    try:
+        Offer.from_step({"offer": offer})
+    except OfferError as exc:
+        raise FlowSettingError(f"{text!r}: {exc}") from exc
+    return offer
+
+
+async def set_step_offer(
+    session: AsyncSession, shop: Shop, name: str, step: int, offer: dict[str, Any] | None
+) -> Flow:
+    """Give step `step` (1-based) an offer, or take it away; applies to new enrollments."""
+    flow = await _flow(session, shop, name)
+    if not 1 <= step <= len(flow.steps):
+        raise FlowSettingError(f"{name} has steps 1 to {len(flow.steps)}, not {step}")
+    steps = [dict(existing) for existing in flow.steps]
+    steps[step - 1].pop("offer", None)
+    if offer:
+        steps[step - 1]["offer"] = offer
+    flow.steps = steps
     flow.updated_at = utcnow()
     return flow
 

@@ -7,6 +7,7 @@ from typing import Any
 from app.commerce import catalog
 from app.commerce.catalog import VariantDetails
 from app.commerce.events import Event, InvalidPayload
+from app.commerce.offers import DiscountCode
 from app.shops.models import Shop
 from integrations.shopify import catalog as shopify_catalog
 from integrations.shopify import webhooks as shopify_webhooks
@@ -47,3 +48,26 @@ def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
     """A link that refills this cart on the shop's storefront, where the platform has one."""
     make = _PERMALINKS.get(shop.platform)
     return make(shop, lines) if make else None
+
+
+_DISCOUNTS: dict[str, Callable[[Shop, DiscountCode, str | None], Awaitable[str | None]]] = {
+    shopify_webhooks.PLATFORM: shopify_catalog.create_discount
+}
+_APPLY_DISCOUNT: dict[str, Callable[[str, str], str]] = {
+    shopify_webhooks.PLATFORM: shopify_catalog.apply_discount
+}
+
+
+async def create_discount(shop: Shop, discount: DiscountCode, email: str | None) -> str | None:
+    """Make the code in the store. None when made; otherwise why it was not (then the email
+    goes out without an offer, and the reason is kept)."""
+    create = _DISCOUNTS.get(shop.platform)
+    if create is None:
+        return f"{shop.platform} stores have no discount codes in Rebound yet"
+    return await create(shop, discount, email)
+
+
+def apply_discount(shop: Shop, url: str, code: str) -> str:
+    """A link that applies the code on the way to `url`, where the platform has one."""
+    apply = _APPLY_DISCOUNT.get(shop.platform)
+    return apply(url, code) if apply else url

@@ -32,8 +32,10 @@ async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
     )
     shop = await shops.get(session, checkout.shop_id) if checkout else None
     target = _restore_target(shop, checkout) if shop and checkout else None
-    if send is None or target is None:
+    if send is None or target is None or shop is None:
         raise HTTPException(404, "this link is not valid")
+    if send.discount_code:
+        target = integrations.apply_discount(shop, target, send.discount_code)
     flows.add_click(session, send)
     await session.commit()
     return RedirectResponse(target, status_code=303)

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from app.commerce.catalog import VariantDetails
 from app.commerce.models import Checkout
+from app.commerce.offers import DiscountCode
 from app.links.urls import restore_url, unsubscribe_url
 from app.settings import get_settings
 from app.shops.models import Shop
@@ -39,8 +41,10 @@ def abandoned_cart(
     send: Send,
     step: dict[str, Any],
     details: dict[str, VariantDetails] | None = None,
+    discount: DiscountCode | None = None,
 ) -> EmailMessage:
-    """The reminder for one step. `details` is what the store says now about each variant."""
+    """The reminder for one step. `details` is what the store says now about each variant;
+    `discount` the code made for this recipient, when the step has an offer."""
     assert shop.id is not None and send.id is not None and checkout.email is not None
     locale = _locale(checkout.locale)
     # The store's prices are in its own currency; they replace the checkout's only when the
@@ -59,6 +63,7 @@ def abandoned_cart(
         "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
         "total": _money(checkout.total_price, checkout.currency, locale),
         "restore_url": restore_url(shop.id, send.id),
+        "offer": _offer(discount, checkout.currency, locale) if discount else None,
         "unsubscribe_url": unsubscribe_url(shop.id, checkout.email),
     }
     template = step.get("template", "abandoned_cart")
@@ -87,6 +92,21 @@ def _message(shop: Shop, to: str, template: str, context: dict[str, Any]) -> Ema
         environment.get_template(f"{template}.html").render(context), subtype="html"
     )
     return message
+
+
+def _offer(discount: DiscountCode, currency: str, locale: Locale) -> dict[str, str]:
+    offer = discount.offer
+    if offer.kind == "percentage":
+        headline = f"{offer.value.normalize():f}% off your order"
+    elif offer.kind == "fixed_amount":
+        headline = f"{_money(str(offer.value), currency, locale)} off your order"
+    else:
+        headline = "Free shipping on your order"
+    return {
+        "headline": headline,
+        "code": discount.code,
+        "until": format_date(discount.ends_at, format="long", locale=locale),
+    }
 
 
 def _one_line(text: str) -> str:

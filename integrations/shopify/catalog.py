@@ -2,9 +2,11 @@
 permalinks for checkouts that carry no recovery URL."""
 
 import logging
+from urllib.parse import quote, urlsplit
 
 from app import security
 from app.commerce.catalog import VariantDetails
+from app.commerce.offers import DiscountCode
 from app.shops.models import Shop
 from integrations.shopify import admin
 
@@ -38,3 +40,33 @@ def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
     """Shopify's cart permalink, /cart/VARIANT:QTY,…, which refills the cart on the storefront."""
     items = ",".join(f"{variant_id}:{quantity}" for variant_id, quantity in lines if quantity > 0)
     return f"https://{shop.domain}/cart/{items}" if items else None
+
+
+async def create_discount(shop: Shop, discount: DiscountCode, email: str | None) -> str | None:
+    """Create the single-use code in the store; None (with the reason logged) when it cannot."""
+    if not shop.access_token_encrypted:
+        return "the store is not connected with an access token"
+    try:
+        await admin.create_discount_code(
+            shop.domain,
+            security.decrypt(shop.access_token_encrypted),
+            code=discount.code,
+            title=f"Rebound {discount.code}",
+            kind=discount.offer.kind,
+            value=discount.offer.value,
+            currency=shop.currency or "USD",
+            minimum_subtotal=discount.offer.minimum_subtotal,
+            ends_at=discount.ends_at,
+            customer_email=email,
+        )
+    except admin.ShopifyApiError as exc:
+        return f"Shopify refused the discount: {exc}"
+    return None
+
+
+def apply_discount(url: str, code: str) -> str:
+    """Shopify's shareable discount link: /discount/CODE?redirect=PATH applies the code, then
+    goes on to PATH on the same storefront (here the checkout's recovery page)."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{parts.scheme}://{parts.netloc}/discount/{quote(code)}?redirect={quote(path, safe='')}"

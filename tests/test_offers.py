@@ -1,0 +1,132 @@
+"""An offer step: one single-use code per recipient, made in the store once however often the
+step is retried, shown in the email and applied by the restore link."""
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from app.db import sessionmaker
+from app.mail.transport import OutboxTransport
+from app.queue import Jobs
+from app.shops.models import Shop
+from app.shops.service import connect_shopify
+from flows import engine
+from flows import service as flows_service
+from flows.models import Enrollment, Send
+from flows.service import FlowSettingError, parse_offer
+from integrations.shopify import webhooks
+from integrations.shopify.standin import ShopifyStandin
+from tests.conftest import SHOP_DOMAIN, SHOP_SECRET
+from tests.shopify import fixture
+
+
+class FailingOnce:
+    """A transport whose first delivery fails the way a dropped connection does."""
+
+    def __init__(self, then: OutboxTransport) -> None:
+        self.then, self.failed = then, False
+
+    async def deliver(self, message: Any, *, shop_domain: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError("connection dropped")
+        await self.then.deliver(message, shop_domain=shop_domain)
+
+
+async def shop_with_offer(standin: ShopifyStandin | None, offer: str) -> Shop:
+    if standin is not None:
+        standin.add_shop(SHOP_DOMAIN, name="Nordic Wool")
+    async with sessionmaker()() as session:
+        shop = await connect_shopify(
+            session,
+            domain=SHOP_DOMAIN,
+            access_token=standin.token_for(SHOP_DOMAIN) if standin else "shpat_unknown",
+            api_secret=SHOP_SECRET,
+        )
+        shop.currency = "USD"
+        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, 0)
+        await flows_service.set_step_offer(session, shop, "abandoned_cart", 1, parse_offer(offer))
+        await session.commit()
+        return shop
+
+
+async def enroll(shop: Shop) -> int:
+    payload = fixture("checkouts_create")
+    now = datetime.now(UTC).isoformat()
+    payload.update(created_at=now, updated_at=now)
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        for event in webhooks.events("checkouts/create", payload):
+            await engine.apply(session, Jobs(), shop.id, event)
+        await session.commit()
+        enrollment = (await session.exec(select(Enrollment))).one()
+        assert enrollment.id is not None
+        return enrollment.id
+
+
+async def run(enrollment_id: int, transport: Any) -> str:
+    async with sessionmaker()() as session:
+        return await engine.run_step(session, Jobs(), transport, enrollment_id, 0)
+
+
+def sent_text(outbox: Path) -> str:
+    (written,) = list(outbox.rglob("*.eml"))
+    message = message_from_bytes(written.read_bytes(), policy=policy.default)
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+async def test_one_code_per_recipient_across_retries_shown_and_applied(
+    server: httpx.AsyncClient, standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await shop_with_offer(standin, "15%")
+    enrollment_id = await enroll(shop)
+    transport = FailingOnce(OutboxTransport(tmp_path))
+
+    with pytest.raises(ConnectionResetError):
+        await run(enrollment_id, transport)
+    assert await run(enrollment_id, transport) == "sent"
+
+    discounts = standin.discounts(SHOP_DOMAIN)
+    assert len(discounts) == 1  # the retry found its code already made
+    async with sessionmaker()() as session:
+        send = (await session.exec(select(Send))).one()
+    assert send.discount_code and discounts[0]["code"] == send.discount_code
+    text = sent_text(tmp_path)
+    assert "15% off your order" in text and send.discount_code in text
+
+    link = text.split("https://rebound.test")[1].split()[0]
+    restored = await server.get(link)
+    target = urlparse(restored.headers["location"])
+    assert restored.status_code == 303
+    assert target.path == f"/discount/{send.discount_code}"
+    recovery = urlparse(fixture("checkouts_create")["abandoned_checkout_url"])
+    assert parse_qs(target.query)["redirect"] == [f"{recovery.path}?{recovery.query}"]
+
+
+async def test_an_offer_the_store_cannot_make_is_left_out_with_the_reason(
+    standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await shop_with_offer(None, "free-shipping")  # a token Shopify does not know
+    enrollment_id = await enroll(shop)
+
+    assert await run(enrollment_id, OutboxTransport(tmp_path)) == "sent"
+
+    async with sessionmaker()() as session:
+        send = (await session.exec(select(Send))).one()
+    assert send.discount_code is None
+    assert send.offer_skipped and "Shopify refused the discount" in send.offer_skipped
+    assert "code" not in sent_text(tmp_path).lower().split("unsubscribe")[0]
+
+
+@pytest.mark.parametrize("words", ["0%", "150%", "-5", "abc", "free"])
+def test_nonsense_offers_are_refused_with_the_reason(words: str) -> None:
+    with pytest.raises(FlowSettingError):
+        parse_offer(words)
