@@ -209,9 +209,13 @@ def shops_list() -> None:
             return list(await shops_repository.list_all(session))
 
     for shop in _run(listing):
-        typer.echo(
-            f"{shop.domain}\t{shop.platform}\t{shop.name}{'  [demo]' if shop.is_demo else ''}"
-        )
+        notes = [
+            "demo" if shop.is_demo else "",
+            "uninstalled" if shop.uninstalled_at else "",
+            "token revoked: connect the store again" if shop.token_invalid_at else "",
+        ]
+        flags = "".join(f"  [{note}]" for note in notes if note)
+        typer.echo(f"{shop.domain}\t{shop.platform}\t{shop.name}{flags}")
 
 
 async def _shop(session: Any, domain: str) -> Shop:

@@ -126,6 +126,9 @@ async def test_an_unreachable_store_still_gets_the_email_with_checkout_prices(
     outcome, html = await send_step(shop, tmp_path)
 
     assert outcome == "sent" and "$89.00" in html and "<img" not in html
+    async with sessionmaker()() as session:
+        marked = await session.get(Shop, shop.id)
+    assert marked and marked.token_invalid_at is not None  # shown by `rebound shops list`
 
 
 async def test_checkout_without_recovery_url_restores_through_a_cart_permalink(

@@ -19,6 +19,8 @@ class Shop(SQLModel, table=True):
     access_token_encrypted: str | None = None
     api_secret_encrypted: str | None = None
     uninstalled_at: datetime | None = None
+    # Set when the platform answered that the token is no longer valid; cleared on reconnect.
+    token_invalid_at: datetime | None = None
     # Read from the platform at install: who the shop is, for emails and local times.
     email: str | None = Field(default=None, max_length=320)
     currency: str | None = Field(default=None, max_length=3)

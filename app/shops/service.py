@@ -53,6 +53,7 @@ async def connect_shopify(
         await session.flush()
         await flows_service.install_defaults(session, shop)
     shop.uninstalled_at = None  # a reinstall starts clean and keeps the merchant's flow settings
+    shop.token_invalid_at = None
     shop.access_token_encrypted = security.encrypt(access_token.strip())
     shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
     if name:

@@ -7,6 +7,7 @@ from urllib.parse import quote, urlsplit
 from app import security
 from app.commerce.catalog import VariantDetails
 from app.commerce.offers import DiscountCode
+from app.db import utcnow
 from app.shops.models import Shop
 from integrations.shopify import admin
 
@@ -21,6 +22,9 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
     token = security.decrypt(shop.access_token_encrypted)
     try:
         found = await admin.fetch_variants(shop.domain, token, variant_ids)
+    except admin.ShopifyTokenRevoked:
+        _mark_token_invalid(shop)
+        return None
     except admin.ShopifyApiError as exc:
         log.warning("product data for %s unavailable: %s", shop.domain, type(exc).__name__)
         return None
@@ -59,6 +63,9 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
             ends_at=discount.ends_at,
             customer_email=email,
         )
+    except admin.ShopifyTokenRevoked:
+        _mark_token_invalid(shop)
+        return "the store's access token was revoked; reconnect the store"
     except admin.ShopifyApiError as exc:
         return f"Shopify refused the discount: {exc}"
     return None
@@ -70,3 +77,10 @@ def apply_discount(url: str, code: str) -> str:
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     return f"{parts.scheme}://{parts.netloc}/discount/{quote(code)}?redirect={quote(path, safe='')}"
+
+
+def _mark_token_invalid(shop: Shop) -> None:
+    # The shop row belongs to the caller's session: the mark is saved with the step's commit.
+    if shop.token_invalid_at is None:
+        shop.token_invalid_at = utcnow()
+        log.warning("Shopify says the access token of %s is no longer valid", shop.domain)
