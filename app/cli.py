@@ -119,15 +119,21 @@ async def _serve_all(host: str, port: int, demo: bool) -> None:
 
 
 async def _play_demo(server: uvicorn.Server, port: int) -> None:
-    from app.demo.store import DemoStore, prepare
+    from app.demo.store import DEMO_DOMAIN, DemoStore, prepare, stand_in_shopify
+    from integrations.shopify.standin import serve as serve_stand_in
 
-    _, api_secret = await prepare()
-    while not server.started:  # noqa: ASYNC110  (uvicorn offers no started event)
-        await asyncio.sleep(0.1)
     settings = get_settings()
-    outbox = settings.outbox_dir if settings.smtp_url is None else None
-    await DemoStore(f"http://127.0.0.1:{port}", api_secret, outbox).run()
-    print("[demo] All demo shoppers have been. Rebound keeps running; Ctrl-C stops it.")
+    standin = stand_in_shopify()
+    # The demo store's Admin API (products, discount codes) is a local Shopify stand-in.
+    async with serve_stand_in(standin) as origin:
+        settings.shopify_api_origin = origin
+        _, api_secret = await prepare(standin.token_for(DEMO_DOMAIN))
+        while not server.started:  # noqa: ASYNC110  (uvicorn offers no started event)
+            await asyncio.sleep(0.1)
+        outbox = settings.outbox_dir if settings.smtp_url is None else None
+        await DemoStore(f"http://127.0.0.1:{port}", api_secret, outbox).run()
+        print("[demo] All demo shoppers have been. Rebound keeps running; Ctrl-C stops it.")
+        await asyncio.Event().wait()  # the stand-in serves the emails still to come
 
 
 def _announce(port: int, demo: bool) -> None:

@@ -108,6 +108,7 @@ async def test_abandoned_checkout_gets_one_recovery_email_that_restores_the_cart
         assert "$49.00" in body  # 2 × 24.50
         assert "$146.28" in body  # the total
     assert "Qty 2" in html
+    assert "- Merino Crew Sweater (Charcoal / M) x 1: $89.00\r\n- Wool Beanie" in text  # one a line
     assert 'style="display:none' in html  # the preheader
     unsubscribe = message["List-Unsubscribe"]
     assert re.search(r"<https://rebound\.test/u/[^>]+>", unsubscribe)

@@ -21,6 +21,7 @@ from app.shops.service import connect_shopify
 from flows import service as flows_service
 from flows.definitions import DEMO_DELAYS
 from integrations.shopify.simulator import Checkout, Product, deliver
+from integrations.shopify.standin import ShopifyStandin
 
 log = logging.getLogger("rebound.demo")
 
@@ -53,20 +54,45 @@ FIRST_NAMES = [
 RESTORE_LINK = re.compile(r"(https?://\S+/r/[A-Za-z0-9_.=-]+)")
 
 
-async def prepare() -> tuple[Shop, str]:
-    """Create (or refresh) the demo shop with a fresh webhook secret and demo-speed delays."""
+SOLD_OUT = {"DV-NAV-S"}  # one item is sold out, so emails show how that looks
+
+
+def stand_in_shopify() -> ShopifyStandin:
+    """The demo store's Shopify: its products, prices and stock, and discount codes it makes."""
+    standin = ShopifyStandin()
+    standin.add_shop(DEMO_DOMAIN, name=DEMO_NAME, currency="USD")
+    for product in CATALOG:
+        standin.add_variant(
+            DEMO_DOMAIN,
+            variant_id=product.variant_id,
+            title=product.variant_title or "Default Title",
+            price=product.price,
+            product_title=product.title,
+            handle=product.sku.lower(),
+            available=product.sku not in SOLD_OUT,
+        )
+    return standin
+
+
+async def prepare(access_token: str) -> tuple[Shop, str]:
+    """Create (or refresh) the demo shop with a fresh webhook secret, demo-speed delays, and a
+    10 % offer in the last reminder."""
     api_secret = secrets.token_hex(24)
     async with sessionmaker()() as session:
         shop = await connect_shopify(
             session,
             domain=DEMO_DOMAIN,
-            access_token="demo-access-token",  # noqa: S106  (the demo store calls no API)
+            access_token=access_token,
             api_secret=api_secret,
             name=DEMO_NAME,
             is_demo=True,
         )
+        shop.currency = "USD"
         for flow, delays in DEMO_DELAYS.items():
             await flows_service.set_delays(session, shop, flow, delays)
+            await flows_service.set_step_offer(
+                session, shop, flow, len(delays), {"kind": "percentage", "value": "10"}
+            )
         await session.commit()
     return shop, api_secret
 
