@@ -40,7 +40,7 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
     found = await lookup(shop, missing) if missing and lookup is not None else None
     if found is not None:  # None: the store could not be asked; ask again next time
         catalog.remember(shop.id, missing, found)
-        known.update(found)
+        known.update({variant_id: found.get(variant_id, catalog.GONE) for variant_id in missing})
     return known
 
 

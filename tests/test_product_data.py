@@ -145,3 +145,17 @@ async def test_checkout_without_recovery_url_restores_through_a_cart_permalink(
 
     assert restored.status_code == 303
     assert restored.headers["location"] == f"https://{SHOP_DOMAIN}/cart/{SWEATER}:1,{BEANIE}:2"
+
+
+async def test_an_item_the_store_no_longer_has_is_shown_as_gone(
+    standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await connected_shop(standin)
+    stock(standin)
+    del standin.shops[SHOP_DOMAIN].variants[f"gid://shopify/ProductVariant/{BEANIE}"]
+
+    outcome, html = await send_step(shop, tmp_path)
+
+    assert outcome == "sent"
+    assert "Wool Beanie</strong> <span" in html and "(no longer available)" in html
+    assert "$49.00" in html  # its line keeps the checkout's price

@@ -15,6 +15,12 @@ class VariantDetails:
     image_url: str | None
     image_alt: str | None
     product_url: str | None
+    gone: bool = False  # the store no longer has this variant at all
+
+
+GONE = VariantDetails(
+    price=Decimal(0), available=False, image_url=None, image_alt=None, product_url=None, gone=True
+)
 
 
 _cache: dict[tuple[int, str], tuple[float, VariantDetails | None]] = {}
@@ -29,8 +35,8 @@ def cached(shop_id: int, variant_ids: list[str]) -> tuple[dict[str, VariantDetai
         hit = _cache.get((shop_id, variant_id))
         if hit is None or hit[0] < now:
             missing.append(variant_id)
-        elif hit[1] is not None:
-            known[variant_id] = hit[1]
+        else:
+            known[variant_id] = hit[1] or GONE
     return known, missing
 
 

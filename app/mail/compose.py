@@ -137,7 +137,9 @@ def _line(
 ) -> dict[str, Any]:
     quantity = int(item.get("quantity") or 0)
     now = details.get(str(item.get("variant_id")))
-    price = str(now.price) if now and same_currency else str(item.get("price", "0"))
+    price = (
+        str(now.price) if now and same_currency and not now.gone else str(item.get("price", "0"))
+    )
     try:
         line_total = str(Decimal(price) * quantity)
     except (InvalidOperation, TypeError):
@@ -151,5 +153,6 @@ def _line(
         "line_total": _money(line_total, currency, locale),
         "image_url": (now.image_url if now else None) or item.get("image_url"),
         "image_alt": (now.image_alt if now else None) or title,
-        "sold_out": bool(now and not now.available),
+        "sold_out": bool(now and not now.available and not now.gone),
+        "gone": bool(now and now.gone),
     }
