@@ -42,6 +42,14 @@ class FailingOnce:
 async def shop_with_offer(standin: ShopifyStandin | None, offer: str) -> Shop:
     if standin is not None:
         standin.add_shop(SHOP_DOMAIN, name="Nordic Wool")
+        for variant_id, product in (
+            (44123456789012, "Merino Crew Sweater"),
+            (44123456789013, "Wool Beanie"),
+        ):
+            standin.add_variant(
+                SHOP_DOMAIN, variant_id=variant_id, title="Default", price="10.00",
+                product_title=product, handle=product.lower().replace(" ", "-"),
+            )  # fmt: skip
     async with sessionmaker()() as session:
         shop = await connect_shopify(
             session,
