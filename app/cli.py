@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
@@ -19,7 +20,7 @@ from app.redis import embedded_redis, redis_settings
 from app.settings import get_settings
 from app.shops import repository as shops_repository
 from app.shops.models import Shop
-from app.shops.service import ShopError, connect_shopify
+from app.shops.service import ShopError, connect_shopify, connect_woocommerce
 from flows import service as flows_service
 from flows.definitions import FLOW_NAMES
 from flows.service import FlowSettingError, format_duration, parse_duration
@@ -39,6 +40,7 @@ ShopOption = Annotated[str, typer.Option("--shop", help="The store's domain, e.g
 
 class Platform(StrEnum):
     shopify = "shopify"
+    woocommerce = "woocommerce"
 
 
 def main() -> None:
@@ -181,29 +183,83 @@ def worker() -> None:
 @shops_cli.command("add")
 def shops_add(
     platform: Annotated[Platform, typer.Argument(help="The store's platform")],
-    domain: Annotated[str, typer.Option(help="STORE.myshopify.com")],
-    access_token: Annotated[str, typer.Option(help="The custom app's Admin API access token")],
+    domain: Annotated[str | None, typer.Option(help="Shopify: STORE.myshopify.com")] = None,
+    access_token: Annotated[
+        str | None, typer.Option(help="Shopify: the custom app's Admin API access token")
+    ] = None,
     api_secret: Annotated[
-        str | None, typer.Option(help="The custom app's API secret key (signs its webhooks)")
+        str | None, typer.Option(help="Shopify: the secret that signs the store's webhooks")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="WooCommerce: https://STORE")] = None,
+    consumer_key: Annotated[str | None, typer.Option(help="WooCommerce: ck_…")] = None,
+    consumer_secret: Annotated[str | None, typer.Option(help="WooCommerce: cs_…")] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="WooCommerce: the secret of webhooks you made by hand (else Rebound makes them)"
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="The store's name in emails")] = None,
 ) -> None:
-    """Connect a store with a custom app's credentials (no OAuth)."""
-
-    async def add() -> Shop:
-        async with sessionmaker()() as session:
-            shop = await connect_shopify(
-                session, domain=domain, access_token=access_token, api_secret=api_secret, name=name
-            )
-            await session.commit()
-            return shop
-
+    """Connect a store with credentials made in its admin (no OAuth)."""
     try:
-        shop = _run(add)
+        if platform == Platform.shopify:
+            message = _run(lambda: _add_shopify(domain, access_token, api_secret, name))
+        else:
+            message = _run(
+                lambda: _add_woocommerce(url, consumer_key, consumer_secret, webhook_secret, name)
+            )
     except ShopError as exc:
         raise _fail(str(exc)) from exc
+    typer.echo(message)
+
+
+async def _add_shopify(
+    domain: str | None, access_token: str | None, api_secret: str | None, name: str | None
+) -> str:
+    if not domain or not access_token:
+        raise ShopError("a Shopify store needs --domain and --access-token")
+    async with sessionmaker()() as session:
+        shop = await connect_shopify(
+            session, domain=domain, access_token=access_token, api_secret=api_secret, name=name
+        )
+        await session.commit()
     url = get_settings().public_url
-    typer.echo(f"connected {shop.domain}. In Shopify, send its webhooks to {url}/webhooks/shopify")
+    return f"connected {shop.domain}. In Shopify, send its webhooks to {url}/webhooks/shopify"
+
+
+async def _add_woocommerce(
+    url: str | None,
+    consumer_key: str | None,
+    consumer_secret: str | None,
+    webhook_secret: str | None,
+    name: str | None,
+) -> str:
+    from integrations.woocommerce import api
+    from integrations.woocommerce.connect import create_webhooks, read_store_settings
+
+    if not url or not consumer_key or not consumer_secret:
+        raise ShopError("a WooCommerce store needs --url, --consumer-key and --consumer-secret")
+    secret = webhook_secret or secrets.token_urlsafe(32)
+    async with sessionmaker()() as session:
+        shop = await connect_woocommerce(
+            session,
+            url=url,
+            consumer_key=consumer_key,
+            consumer_secret=consumer_secret,
+            webhook_secret=secret,
+            name=name,
+        )
+        try:
+            await read_store_settings(shop)
+            created = [] if webhook_secret else await create_webhooks(shop, secret)
+        except api.WooCommerceApiError as exc:
+            raise ShopError(f"the store answered: {exc}") from exc
+        await session.commit()
+    delivery = f"{get_settings().public_url}/webhooks/woocommerce"
+    if webhook_secret:
+        return f"connected {shop.domain}; its webhooks must deliver to {delivery}"
+    return f"connected {shop.domain}; {len(created)} webhooks created, delivering to {delivery}"
 
 
 @shops_cli.command("list")

@@ -15,6 +15,7 @@ from app.links.endpoints import router as links_router
 from app.redis import RedisDep, redis_settings
 from app.settings import get_settings
 from integrations.shopify.install import router as shopify_install_router
+from integrations.woocommerce.connect import router as woocommerce_connect_router
 
 
 @asynccontextmanager
@@ -39,6 +40,7 @@ def create_app() -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(links_router)
     app.include_router(shopify_install_router)
+    app.include_router(woocommerce_connect_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(session: SessionDep, redis: RedisDep) -> JSONResponse:

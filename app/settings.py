@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     shopify_api_key: str | None = None
     shopify_api_secret: SecretStr | None = None
     shopify_api_origin: str | None = None
+    woocommerce_api_origin: str | None = None
     port: int = 8000
     rebound_home: Path = Path(".rebound")
 
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
         "app_url",
         "shopify_api_key",
         "shopify_api_origin",
+        "woocommerce_api_origin",
         mode="before",
     )
     @classmethod

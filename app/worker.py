@@ -12,6 +12,7 @@ from app.mail.transport import transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
 from flows.tasks import run_step, sweep
+from integrations.woocommerce.connect import set_up_store
 
 log = logging.getLogger("rebound.worker")
 
@@ -27,7 +28,7 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
 def make_worker(**overrides: Any) -> Worker:
     """A worker on the configured Redis; tests and `rebound serve` pass their own options."""
     options: dict[str, Any] = {
-        "functions": [ingest, run_step],
+        "functions": [ingest, run_step, set_up_store],
         "cron_jobs": [cron(sweep, second=0, run_at_startup=True, unique=True)],
         "redis_settings": redis_settings(get_settings()),
         "on_startup": _startup,

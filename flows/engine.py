@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import integrations
 from app.commerce import repository as commerce
 from app.commerce.catalog import VariantDetails
-from app.commerce.events import CheckoutChanged, CommerceEvent
+from app.commerce.events import CheckoutChanged, CheckoutClosed, CommerceEvent
 from app.commerce.models import Checkout, Order
 from app.commerce.offers import DiscountCode, Offer, OfferError, code_for
 from app.db import utcnow
@@ -34,9 +34,23 @@ async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: Commerce
     if isinstance(event, CheckoutChanged):
         checkout = await commerce.upsert_checkout(session, shop_id, event)
         await _checkout_changed(session, jobs, checkout)
+    elif isinstance(event, CheckoutClosed):
+        await _checkout_closed(session, shop_id, event.token)
     else:
         order = await commerce.insert_order(session, shop_id, event)
         await _order_placed(session, order)
+
+
+async def _checkout_closed(session: AsyncSession, shop_id: int, token: str) -> None:
+    checkout = await commerce.get_checkout_by_token(session, shop_id, token)
+    if checkout is None or checkout.id is None:
+        return
+    checkout.closed_at = checkout.closed_at or utcnow()
+    enrollment = await repository.enrollment_for_checkout(
+        session, shop_id, ABANDONED_CART, checkout.id
+    )
+    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
+        exit_enrollment(enrollment, "checkout_closed")
 
 
 async def _checkout_changed(session: AsyncSession, jobs: Jobs, checkout: Checkout) -> None:
@@ -131,6 +145,8 @@ async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
     """Why this checkout must get no (more) reminders, checked again right before each send."""
     if checkout.completed_at or await commerce.order_for_checkout(session, checkout):
         return "purchased"
+    if checkout.closed_at:
+        return "checkout_closed"
     if not checkout.line_items:
         return "cart_emptied"
     if checkout.email is None:

@@ -11,9 +11,12 @@ from app.commerce.offers import DiscountCode
 from app.shops.models import Shop
 from integrations.shopify import catalog as shopify_catalog
 from integrations.shopify import webhooks as shopify_webhooks
+from integrations.woocommerce import catalog as woocommerce_catalog
+from integrations.woocommerce import webhooks as woocommerce_webhooks
 
 _EVENTS: dict[str, Callable[[str, Any], list[Event]]] = {
-    shopify_webhooks.PLATFORM: shopify_webhooks.events
+    shopify_webhooks.PLATFORM: shopify_webhooks.events,
+    woocommerce_webhooks.PLATFORM: woocommerce_webhooks.events,
 }
 
 
@@ -26,7 +29,10 @@ def events(platform: str, topic: str, payload: Any) -> list[Event]:
 
 
 VariantLookup = Callable[[Shop, list[str]], Awaitable[dict[str, VariantDetails] | None]]
-_VARIANTS: dict[str, VariantLookup] = {shopify_webhooks.PLATFORM: shopify_catalog.variant_details}
+_VARIANTS: dict[str, VariantLookup] = {
+    shopify_webhooks.PLATFORM: shopify_catalog.variant_details,
+    woocommerce_webhooks.PLATFORM: woocommerce_catalog.variant_details,
+}
 _PERMALINKS: dict[str, Callable[[Shop, list[tuple[str, int]]], str | None]] = {
     shopify_webhooks.PLATFORM: shopify_catalog.cart_permalink
 }
@@ -51,7 +57,8 @@ def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
 
 
 _DISCOUNTS: dict[str, Callable[[Shop, DiscountCode, str | None], Awaitable[str | None]]] = {
-    shopify_webhooks.PLATFORM: shopify_catalog.create_discount
+    shopify_webhooks.PLATFORM: shopify_catalog.create_discount,
+    woocommerce_webhooks.PLATFORM: woocommerce_catalog.create_discount,
 }
 _APPLY_DISCOUNT: dict[str, Callable[[str, str], str]] = {
     shopify_webhooks.PLATFORM: shopify_catalog.apply_discount

@@ -49,6 +49,13 @@ class OrderPlaced:
 
 
 @dataclass(frozen=True)
+class CheckoutClosed:
+    """The checkout can no longer be completed (cancelled or deleted in the store)."""
+
+    token: str
+
+
+@dataclass(frozen=True)
 class Customer:
     """Who a privacy request is about, as the platform identifies them."""
 
@@ -79,9 +86,10 @@ class ShopRedacted:
     """Everything held for the shop is to be deleted."""
 
 
-CommerceEvent = CheckoutChanged | OrderPlaced
+CommerceEvent = CheckoutChanged | CheckoutClosed | OrderPlaced
 Event = (
     CheckoutChanged
+    | CheckoutClosed
     | OrderPlaced
     | ShopUninstalled
     | CustomerDataRequested

@@ -29,6 +29,8 @@ class Checkout(SQLModel, table=True):
     started_at: datetime
     platform_updated_at: datetime
     completed_at: datetime | None = None
+    # Cancelled or deleted in the store: there is nothing left to restore.
+    closed_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -13,8 +13,10 @@ from app.inbox.tasks import ingest_job_id
 from app.redis import RedisDep
 from app.settings import get_settings
 from app.shops import repository as shops
+from app.shops.models import Shop
 from app.shops.service import webhook_secret
 from integrations.shopify import webhooks as shopify
+from integrations.woocommerce import webhooks as woocommerce
 
 log = logging.getLogger("rebound.inbox")
 router = APIRouter(tags=["webhooks"])
@@ -59,22 +61,50 @@ async def receive_shopify(request: Request, session: SessionDep, redis: RedisDep
         raise HTTPException(401, "webhook signature could not be verified for this shop")
     if not topic:
         raise HTTPException(400, "X-Shopify-Topic header is missing")
+    return await _accept(session, redis, shop, topic, shopify.delivery_id(headers), body)
+
+
+@router.post("/webhooks/woocommerce", response_class=JSONResponse)
+async def receive_woocommerce(
+    request: Request, session: SessionDep, redis: RedisDep
+) -> dict[str, str]:
+    body = await _read_body(request)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    if woocommerce.is_ping(headers, body):
+        return {"status": "pong"}  # sent once when a webhook is created; nothing to keep
+    domain = woocommerce.store_domain(headers.get("x-wc-webhook-source", ""))
+    shop = await shops.get_by_domain(session, woocommerce.PLATFORM, domain) if domain else None
+    secret = webhook_secret(shop) if shop else None
+    if shop is None or not secret or not woocommerce.is_genuine(secret, headers, body):
+        raise HTTPException(401, "webhook signature could not be verified for this store")
+    topic = headers.get("x-wc-webhook-topic", "").strip()
+    if not topic:
+        raise HTTPException(400, "X-WC-Webhook-Topic header is missing")
+    return await _accept(session, redis, shop, topic, woocommerce.delivery_id(headers), body)
+
+
+async def _accept(
+    session: SessionDep,
+    redis: RedisDep,
+    shop: Shop,
+    topic: str,
+    delivery: str | None,
+    body: bytes,
+) -> dict[str, str]:
+    """Store a verified delivery once, then hand it to the worker."""
+    assert shop.id is not None
     try:
-        json.loads(body)
+        payload = body.decode("utf-8")
+        json.loads(payload)
     except ValueError as exc:
         raise HTTPException(400, f"webhook body is not valid JSON: {exc}") from exc
-
-    delivery = (
-        shopify.delivery_id(headers)
-        or "body:" + hashlib.sha256(topic.encode() + b"\0" + body).hexdigest()
-    )
     entry_id = await repository.insert_new(
         session,
         shop_id=shop.id,
-        platform=shopify.PLATFORM,
+        platform=shop.platform,
         topic=topic,
-        delivery_id=delivery,
-        payload=body.decode("utf-8"),
+        delivery_id=delivery or "body:" + hashlib.sha256(topic.encode() + b"\0" + body).hexdigest(),
+        payload=payload,
     )
     await session.commit()
     if entry_id is None:

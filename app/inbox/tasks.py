@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import integrations
 from app.commerce.events import (
     CheckoutChanged,
+    CheckoutClosed,
     CustomerDataRequested,
     CustomerRedacted,
     InvalidPayload,
@@ -83,7 +84,7 @@ async def _apply(session: AsyncSession, jobs: Jobs, entry: InboxEntry) -> Erased
     assert shop is not None
     erased = Erased.NOTHING
     for event in integrations.events(entry.platform, entry.topic, payload):
-        if isinstance(event, CheckoutChanged | OrderPlaced):
+        if isinstance(event, CheckoutChanged | CheckoutClosed | OrderPlaced):
             await engine.apply(session, jobs, entry.shop_id, event)
         elif isinstance(event, ShopUninstalled):
             await shops_service.uninstall(session, shop)

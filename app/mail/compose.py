@@ -46,7 +46,7 @@ def abandoned_cart(
     """The reminder for one step. `details` is what the store says now about each variant;
     `discount` the code made for this recipient, when the step has an offer."""
     assert shop.id is not None and send.id is not None and checkout.email is not None
-    locale = _locale(checkout.locale)
+    locale = _locale(checkout.locale or shop.locale)
     # The store's prices are in its own currency; they replace the checkout's only when the
     # shopper saw that currency too.
     current = details or {}

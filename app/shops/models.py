@@ -12,7 +12,9 @@ class Shop(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     platform: str = Field(max_length=32)
+    # Shopify: STORE.myshopify.com. WooCommerce: the store's host (and port), from its URL.
     domain: str = Field(max_length=255)
+    base_url: str | None = Field(default=None, max_length=512)  # WooCommerce: https://store
     name: str = Field(max_length=255)
     is_demo: bool = False
     # Fernet ciphertexts (app.shops.secrets): tokens are never stored in the clear.
