@@ -1,0 +1,213 @@
+"""A WooCommerce store end to end, against the local WooCommerce stand-in: connect through
+wc-auth, webhooks created by Rebound, signed order deliveries, one recovery email whose link lands
+on the order-pay page, nothing after payment. Not one module under flows/ knows WooCommerce."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from sqlmodel import select
+
+from app.db import sessionmaker
+from app.inbox.models import InboxEntry, InboxStatus
+from app.settings import get_settings
+from app.shops.models import Shop
+from flows import service as flows_service
+from flows.models import Enrollment, EnrollmentStatus
+from flows.tasks import sweep
+from integrations.woocommerce.standin import WooCommerceStandin, order_payload, serve
+from tests.conftest import Mailbox, wait_for
+
+DOMAIN = "wool.example"
+STORE = f"https://{DOMAIN}"
+
+
+@pytest.fixture
+async def woo(server: httpx.AsyncClient) -> AsyncIterator[WooCommerceStandin]:
+    """The stand-in store; what it sends (webhooks, the wc-auth callback) reaches Rebound."""
+    standin = WooCommerceStandin(outbound_origin=str(server.base_url))
+    standin.add_store(DOMAIN, name="Wool Example")
+    standin.add_product(DOMAIN, product_id=93, name="Wool Socks", price="12.50")
+    settings = get_settings()
+    async with serve(standin) as origin:
+        settings.woocommerce_api_origin = origin
+        try:
+            yield standin
+        finally:
+            settings.woocommerce_api_origin = None
+
+
+async def connect(server: httpx.AsyncClient, woo: WooCommerceStandin) -> Shop:
+    started = await server.get("/connect/woocommerce", params={"store": STORE})
+    assert started.status_code == 303
+    returned = await woo.approve(started.headers["location"])
+    assert parse_qs(urlparse(returned).query)["success"] == ["1"]
+
+    async def set_up() -> Shop | None:
+        async with sessionmaker()() as session:
+            shop = (await session.exec(select(Shop))).first()
+        return shop if shop and shop.currency and len(woo.stores[DOMAIN].webhooks) == 5 else None
+
+    shop: Shop = await wait_for(set_up)
+    async with sessionmaker()() as session:
+        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, 0)
+        await session.commit()
+    return shop
+
+
+def pending_order(status: str = "pending", **changes: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return order_payload(
+        order_id=727,
+        store_url=STORE,
+        status=status,
+        billing={"first_name": "Astrid", "last_name": "Berg", "email": "astrid@example.com"},
+        line_items=[
+            {
+                "product_id": 93,
+                "variation_id": 0,
+                "name": "Wool Socks",
+                "quantity": 2,
+                "price": "12.50",
+            }
+        ],
+        created_at=now,
+        modified_at=now + timedelta(seconds=changes.pop("later", 0)),
+        **changes,
+    )
+
+
+async def processed() -> bool:
+    async with sessionmaker()() as session:
+        query = select(InboxEntry).where(InboxEntry.status == InboxStatus.RECEIVED)
+        return (await session.exec(query)).first() is None
+
+
+async def test_connect_through_wc_auth_creates_webhooks_once(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin
+) -> None:
+    shop = await connect(server, woo)
+
+    hooks = woo.stores[DOMAIN].webhooks.values()
+    assert sorted(h["topic"] for h in hooks) == sorted(
+        ["order.created", "order.updated", "order.deleted", "customer.created", "customer.updated"]
+    )
+    assert {h["delivery_url"] for h in hooks} == {"https://rebound.test/webhooks/woocommerce"}
+    assert shop.base_url == STORE and shop.access_token_encrypted
+    assert "cs_" not in shop.access_token_encrypted  # stored encrypted
+
+
+async def test_a_callback_with_an_unknown_user_id_is_refused_and_stores_nothing(
+    server: httpx.AsyncClient,
+) -> None:
+    response = await server.post(
+        "/connect/woocommerce/callback",
+        json={
+            "key_id": 1,
+            "user_id": "never-issued",
+            "consumer_key": "ck_" + "a" * 40,
+            "consumer_secret": "cs_" + "b" * 40,
+            "key_permissions": "read_write",
+        },
+    )
+
+    assert response.status_code == 400
+    async with sessionmaker()() as session:
+        assert (await session.exec(select(Shop))).first() is None
+
+
+async def test_abandoned_pending_order_gets_one_email_that_lands_on_order_pay(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
+) -> None:
+    await connect(server, woo)
+    order = pending_order()
+
+    deliveries = await woo.fire(DOMAIN, "order.created", order)
+    assert [d.status for d in deliveries] == [200]
+    # A retried delivery (same id, same bytes) changes nothing.
+    again = deliveries[0]
+    repeat = await server.post("/webhooks/woocommerce", content=again.body, headers=again.headers)
+    assert repeat.json() == {"status": "duplicate"}
+
+    await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages))
+    message = mailbox.messages[0]
+    assert message["To"] == "astrid@example.com" and "Astrid" in message["Subject"]
+    text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Wool Socks" in text and "$25.00" in text
+    link = text.split("https://rebound.test")[1].split()[0]
+    restored = await server.get(link)
+    assert restored.status_code == 303
+    assert restored.headers["location"] == order["payment_url"]
+
+    await woo.fire(DOMAIN, "order.updated", pending_order("processing", later=60))
+    await wait_for(processed)
+    await asyncio.sleep(0.5)
+    assert len(mailbox.messages) == 1
+
+
+async def test_payment_before_the_first_email_means_no_email(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox,
+    redis: ArqRedis,
+) -> None:  # fmt: skip
+    shop = await connect(server, woo)
+    async with sessionmaker()() as session:
+        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, 3600)
+        await session.commit()
+
+    await woo.fire(DOMAIN, "order.created", pending_order())
+    await wait_for(processed)
+    await woo.fire(DOMAIN, "order.updated", pending_order("processing", later=60))
+    await wait_for(processed)
+    async with sessionmaker()() as session:
+        enrollment = (await session.exec(select(Enrollment))).one()
+        enrollment.due_at = datetime.now(UTC)
+        await session.commit()
+    await sweep({"redis": redis})
+    await asyncio.sleep(0.5)
+
+    assert mailbox.messages == []
+    async with sessionmaker()() as session:
+        enrollment = (await session.exec(select(Enrollment))).one()
+    assert enrollment.status == EnrollmentStatus.EXITED and enrollment.exit_reason == "purchased"
+
+
+async def test_ping_is_answered_and_forged_or_unknown_deliveries_are_refused(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin
+) -> None:
+    await connect(server, woo)
+    deliveries = await woo.fire(DOMAIN, "order.created", pending_order())
+    genuine = deliveries[0]
+
+    ping = await server.post(
+        "/webhooks/woocommerce",
+        content=b"webhook_id=12",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    forged = await server.post(
+        "/webhooks/woocommerce",
+        content=genuine.body.replace(b"Astrid", b"Mallory"),
+        headers={**genuine.headers, "X-WC-Webhook-Delivery-ID": "forged"},
+    )
+    unknown = await server.post(
+        "/webhooks/woocommerce",
+        content=genuine.body,
+        headers={**genuine.headers, "X-WC-Webhook-Source": "https://other.example/"},
+    )
+
+    assert ping.status_code == 200 and ping.json() == {"status": "pong"}
+    assert forged.status_code == 401 and unknown.status_code == 401
+    async with sessionmaker()() as session:
+        assert len((await session.exec(select(InboxEntry))).all()) == 1  # the genuine one
+
+
+def test_flows_know_no_platform() -> None:
+    for module in (Path(__file__).parents[1] / "flows").glob("*.py"):
+        source = module.read_text()
+        assert "woocommerce" not in source.lower(), module.name
+        assert "integrations.shopify" not in source, module.name
