@@ -61,6 +61,9 @@ async def create_webhooks(shop: Shop, secret: str) -> list[str]:
 async def read_store_settings(shop: Shop) -> None:
     found = await api.fetch_store_settings(credentials(shop))
     shop.currency = found.currency or shop.currency
+    shop.locale = found.language or shop.locale  # emails' language: orders carry none
+    shop.country_code = found.country or shop.country_code
+    shop.address = list(found.address_lines) or shop.address
 
 
 async def set_up_store(ctx: dict[str, Any], shop_id: int) -> str:
