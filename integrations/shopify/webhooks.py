@@ -2,7 +2,6 @@
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shopify_app import AppConfig, RequestInput, verify_webhook_req
@@ -19,6 +18,7 @@ from app.commerce.events import (
     ShopRedacted,
     ShopUninstalled,
 )
+from integrations.payload import identifier, items, money, obj, optional_text, text
 
 PLATFORM = "shopify"
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
@@ -30,10 +30,10 @@ COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "sh
 def is_genuine(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
     """The body's base64 HMAC-SHA256 matches X-Shopify-Hmac-Sha256 (compared in constant time)."""
     try:
-        text = body.decode("utf-8")
+        decoded = body.decode("utf-8")
     except UnicodeDecodeError:
         return False  # Shopify signs UTF-8 JSON; other bytes cannot be a genuine delivery.
-    request = RequestInput(method="POST", headers=dict(headers), url="", body=text)
+    request = RequestInput(method="POST", headers=dict(headers), url="", body=decoded)
     config = AppConfig(client_id=PLATFORM, client_secret=secret, old_client_secret=None)
     try:
         result = verify_webhook_req(request, config)
@@ -64,8 +64,8 @@ def events(topic: str, payload: Any) -> list[Event]:
     if topic == "app/uninstalled":
         return [ShopUninstalled()]
     if topic == "customers/data_request":
-        request = _object(payload, "data_request")
-        request_id = _id(request, "id") if request.get("id") is not None else None
+        request = obj(payload, "data_request")
+        request_id = identifier(request, "id") if request.get("id") is not None else None
         return [CustomerDataRequested(_customer(payload, "orders_requested"), request_id)]
     if topic == "customers/redact":
         return [CustomerRedacted(_customer(payload, "orders_to_redact"))]
@@ -75,58 +75,58 @@ def events(topic: str, payload: Any) -> list[Event]:
 
 
 def _customer(payload: dict[str, Any], orders_key: str) -> Customer:
-    customer = _object(payload, "customer")
+    customer = obj(payload, "customer")
     platform_id = customer.get("id")
     return Customer(
-        email=_optional_text(customer, "email"),
-        phone=_optional_text(customer, "phone"),
-        platform_id=_id(customer, "id") if platform_id is not None else None,
-        order_ids=tuple(_id({"id": order_id}, "id") for order_id in _list(payload, orders_key)),
+        email=optional_text(customer, "email"),
+        phone=optional_text(customer, "phone"),
+        platform_id=identifier(customer, "id") if platform_id is not None else None,
+        order_ids=tuple(
+            identifier({"id": order_id}, "id") for order_id in items(payload, orders_key)
+        ),
     )
 
 
 def _checkout(payload: dict[str, Any]) -> CheckoutChanged:
-    customer = _object(payload, "customer")
+    customer = obj(payload, "customer")
     started_at = _timestamp(payload, "created_at")
     return CheckoutChanged(
-        token=_text(payload, "token"),
-        cart_token=_optional_text(payload, "cart_token"),
-        email=_optional_text(payload, "email") or _optional_text(customer, "email"),
+        token=text(payload, "token"),
+        cart_token=optional_text(payload, "cart_token"),
+        email=optional_text(payload, "email") or optional_text(customer, "email"),
         first_name=_first_name(payload, customer),
-        locale=_optional_text(payload, "customer_locale"),
+        locale=optional_text(payload, "customer_locale"),
         # Line prices and totals are in the currency the shopper saw.
-        currency=_optional_text(payload, "presentment_currency") or _text(payload, "currency"),
-        subtotal_price=_money(payload, "subtotal_price"),
-        total_price=_money(payload, "total_price"),
-        restore_url=_optional_text(payload, "abandoned_checkout_url"),
+        currency=optional_text(payload, "presentment_currency") or text(payload, "currency"),
+        subtotal_price=money(payload, "subtotal_price"),
+        total_price=money(payload, "total_price"),
+        restore_url=optional_text(payload, "abandoned_checkout_url"),
         started_at=started_at,
         updated_at=_optional_timestamp(payload, "updated_at") or started_at,
         completed_at=_optional_timestamp(payload, "completed_at"),
-        line_items=[_line_item(item) for item in _list(payload, "line_items")],
+        line_items=[_line_item(item) for item in items(payload, "line_items")],
     )
 
 
 def _order(payload: dict[str, Any]) -> OrderPlaced:
-    customer = _object(payload, "customer")
-    presentment = _object(_object(payload, "total_price_set"), "presentment_money")
+    customer = obj(payload, "customer")
+    presentment = obj(obj(payload, "total_price_set"), "presentment_money")
     return OrderPlaced(
-        platform_id=_id(payload, "id"),
-        name=_optional_text(payload, "name") or f"#{_id(payload, 'id')}",
-        checkout_token=_optional_text(payload, "checkout_token"),
-        cart_token=_optional_text(payload, "cart_token"),
+        platform_id=identifier(payload, "id"),
+        name=optional_text(payload, "name") or f"#{identifier(payload, 'id')}",
+        checkout_token=optional_text(payload, "checkout_token"),
+        cart_token=optional_text(payload, "cart_token"),
         email=(
-            _optional_text(payload, "email")
-            or _optional_text(payload, "contact_email")
-            or _optional_text(customer, "email")
+            optional_text(payload, "email")
+            or optional_text(payload, "contact_email")
+            or optional_text(customer, "email")
         ),
         currency=(
-            _optional_text(presentment, "currency_code")
-            or _optional_text(payload, "presentment_currency")
-            or _text(payload, "currency")
+            optional_text(presentment, "currency_code")
+            or optional_text(payload, "presentment_currency")
+            or text(payload, "currency")
         ),
-        total_price=_money(presentment, "amount")
-        if presentment
-        else _money(payload, "total_price"),
+        total_price=money(presentment, "amount") if presentment else money(payload, "total_price"),
         placed_at=_timestamp(payload, "created_at"),
     )
 
@@ -138,86 +138,26 @@ def _line_item(item: Any) -> LineItem:
     if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
         raise InvalidPayload(f"line item quantity must be a whole number, not {quantity!r}")
     return LineItem(
-        title=_optional_text(item, "presentment_title") or _text(item, "title"),
+        title=optional_text(item, "presentment_title") or text(item, "title"),
         variant_title=(
-            _optional_text(item, "presentment_variant_title")
-            or _optional_text(item, "variant_title")
+            optional_text(item, "presentment_variant_title") or optional_text(item, "variant_title")
         ),
         quantity=quantity,
-        price=_money(item, "price"),
-        variant_id=_id(item, "variant_id") if item.get("variant_id") is not None else None,
-        product_id=_id(item, "product_id") if item.get("product_id") is not None else None,
+        price=money(item, "price"),
+        variant_id=identifier(item, "variant_id") if item.get("variant_id") is not None else None,
+        product_id=identifier(item, "product_id") if item.get("product_id") is not None else None,
     )
 
 
 def _first_name(payload: dict[str, Any], customer: dict[str, Any]) -> str | None:
     for source in (
         customer,
-        _object(payload, "billing_address"),
-        _object(payload, "shipping_address"),
+        obj(payload, "billing_address"),
+        obj(payload, "shipping_address"),
     ):
-        if name := _optional_text(source, "first_name"):
+        if name := optional_text(source, "first_name"):
             return name
     return None
-
-
-def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
-    value = payload.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidPayload(f"{key} must be an object")
-    return value
-
-
-def _list(payload: dict[str, Any], key: str) -> list[Any]:
-    value = payload.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidPayload(f"{key} must be a list")
-    return value
-
-
-def _optional_text(payload: dict[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidPayload(f"{key} must be a string")
-    return value.strip() or None
-
-
-def _text(payload: dict[str, Any], key: str) -> str:
-    value = _optional_text(payload, key)
-    if value is None:
-        raise InvalidPayload(f"{key} is missing")
-    return value
-
-
-def _id(payload: dict[str, Any], key: str) -> str:
-    """Ids exactly as sent: Python's JSON keeps big integers whole, and they stay text from here."""
-    value = payload.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return str(value)
-    if isinstance(value, str) and value.isdigit():
-        return value
-    raise InvalidPayload(f"{key} must be a positive integer id, not {value!r}")
-
-
-def _money(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if value is None:
-        return "0.00"
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidPayload(f"{key} must be a decimal string, not {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidPayload(f"{key} must be a decimal amount, not {value!r}") from exc
-    if not amount.is_finite():
-        raise InvalidPayload(f"{key} must be a finite amount")
-    return str(amount)
 
 
 def _optional_timestamp(payload: dict[str, Any], key: str) -> datetime | None:

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -21,6 +21,7 @@ from app.commerce.events import (
     LineItem,
     OrderPlaced,
 )
+from integrations.payload import identifier, items, money, obj, optional_text, text
 
 PLATFORM = "woocommerce"
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
@@ -46,8 +47,8 @@ def is_genuine(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
 
 def is_ping(headers: Mapping[str, str], body: bytes) -> bool:
     """The delivery WooCommerce sends when a webhook is created: a form body `webhook_id=N`."""
-    text = body.decode("ascii", errors="replace").strip()
-    name, _, value = text.partition("=")
+    form = body.decode("ascii", errors="replace").strip()
+    name, _, value = form.partition("=")
     return "x-wc-webhook-signature" not in headers and name == "webhook_id" and value.isdigit()
 
 
@@ -65,35 +66,35 @@ def events(topic: str, payload: Any) -> list[Event]:
     if not isinstance(payload, dict):
         raise InvalidPayload(f"{topic} payload must be a JSON object")
     if topic == "order.deleted":
-        return [CheckoutClosed(checkout_token(_id(payload, "id")))]
+        return [CheckoutClosed(checkout_token(identifier(payload, "id")))]
     if topic not in ORDER_TOPICS:
         return []  # customers are read with the flows that need them
-    status = _text(payload, "status")
+    status = text(payload, "status")
     if status in STARTED:
         return [_checkout(payload, status)]
     if status in PAID:
         return [_order(payload)]
     if status in CLOSED:
-        return [CheckoutClosed(checkout_token(_id(payload, "id")))]
+        return [CheckoutClosed(checkout_token(identifier(payload, "id")))]
     return []  # refunded: a paid order seen before; its money is for attribution
 
 
 def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
-    order_id = _id(payload, "id")
-    billing = _object(payload, "billing")
-    lines = [_line_item(item) for item in _list(payload, "line_items")]
+    order_id = identifier(payload, "id")
+    billing = obj(payload, "billing")
+    lines = [_line_item(item) for item in items(payload, "line_items")]
     started_at = _timestamp(payload, "date_created_gmt")
     return CheckoutChanged(
         token=checkout_token(order_id),
-        cart_token=_optional_text(payload, "cart_hash"),
-        email=_optional_text(billing, "email"),
-        first_name=_optional_text(billing, "first_name"),
+        cart_token=optional_text(payload, "cart_hash"),
+        email=optional_text(billing, "email"),
+        first_name=optional_text(billing, "first_name"),
         locale=None,  # WooCommerce orders carry none; the store's locale applies
-        currency=_text(payload, "currency"),
+        currency=text(payload, "currency"),
         subtotal_price=str(
             sum((Decimal(line.price) * line.quantity for line in lines), Decimal(0))
         ),
-        total_price=_money(payload, "total"),
+        total_price=money(payload, "total"),
         restore_url=_restore_url(payload, status, lines),
         started_at=started_at,
         updated_at=_optional_timestamp(payload, "date_modified_gmt") or started_at,
@@ -108,7 +109,7 @@ def _restore_url(payload: dict[str, Any], status: str, lines: list[LineItem]) ->
     the draft lives in the shopper's session. Its cart is rebuilt with `?add-to-cart=`, which core
     WooCommerce supports for one product at a time: the first item, then the cart page."""
     if status != "checkout-draft":
-        return _optional_text(payload, "payment_url")
+        return optional_text(payload, "payment_url")
     store = _store_url(payload)
     if not lines or not store or not lines[0].variant_id:
         return None
@@ -118,7 +119,7 @@ def _restore_url(payload: dict[str, Any], status: str, lines: list[LineItem]) ->
 
 
 def _store_url(payload: dict[str, Any]) -> str | None:
-    payment_url = _optional_text(payload, "payment_url")
+    payment_url = optional_text(payload, "payment_url")
     if not payment_url:
         return None
     parts = urlsplit(payment_url)
@@ -126,16 +127,16 @@ def _store_url(payload: dict[str, Any]) -> str | None:
 
 
 def _order(payload: dict[str, Any]) -> OrderPlaced:
-    order_id = _id(payload, "id")
-    billing = _object(payload, "billing")
+    order_id = identifier(payload, "id")
+    billing = obj(payload, "billing")
     return OrderPlaced(
         platform_id=order_id,
-        name=f"#{_optional_text(payload, 'number') or order_id}",
+        name=f"#{optional_text(payload, 'number') or order_id}",
         checkout_token=checkout_token(order_id),
-        cart_token=_optional_text(payload, "cart_hash"),
-        email=_optional_text(billing, "email"),
-        currency=_text(payload, "currency"),
-        total_price=_money(payload, "total"),
+        cart_token=optional_text(payload, "cart_hash"),
+        email=optional_text(billing, "email"),
+        currency=text(payload, "currency"),
+        total_price=money(payload, "total"),
         placed_at=(
             _optional_timestamp(payload, "date_paid_gmt")
             or _optional_timestamp(payload, "date_modified_gmt")
@@ -151,18 +152,18 @@ def _line_item(item: Any) -> LineItem:
     if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
         raise InvalidPayload(f"line item quantity must be a whole number, not {quantity!r}")
     # `subtotal` is the line before coupons, as a decimal string; `price` is a float in the API.
-    subtotal = Decimal(_money(item, "subtotal"))
+    subtotal = Decimal(money(item, "subtotal"))
     unit = (subtotal / quantity).quantize(Decimal("0.01")) if quantity else subtotal
     variation = item.get("variation_id")
-    product = _id(item, "product_id") if item.get("product_id") else None
+    product = identifier(item, "product_id") if item.get("product_id") else None
     image: dict[str, Any] = item["image"] if isinstance(item.get("image"), dict) else {}
     return LineItem(
-        title=_text(item, "name"),
+        title=text(item, "name"),
         variant_title=_variation_title(item),
         quantity=quantity,
         price=str(unit),
-        image_url=_optional_text(image, "src"),
-        variant_id=_id(item, "variation_id") if variation else product,
+        image_url=optional_text(image, "src"),
+        variant_id=identifier(item, "variation_id") if variation else product,
         product_id=product,
     )
 
@@ -175,64 +176,6 @@ def _variation_title(item: dict[str, Any]) -> str | None:
         if isinstance(meta, dict) and not str(meta.get("key", "_")).startswith("_")
     ]
     return " / ".join(values) or None
-
-
-def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
-    value = payload.get(key)
-    if value is None or value == []:  # PHP serialises an empty object as []
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidPayload(f"{key} must be an object")
-    return value
-
-
-def _list(payload: dict[str, Any], key: str) -> list[Any]:
-    value = payload.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidPayload(f"{key} must be a list")
-    return value
-
-
-def _optional_text(payload: dict[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidPayload(f"{key} must be a string")
-    return value.strip() or None
-
-
-def _text(payload: dict[str, Any], key: str) -> str:
-    value = _optional_text(payload, key)
-    if value is None:
-        raise InvalidPayload(f"{key} is missing")
-    return value
-
-
-def _id(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return str(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
-        return value
-    raise InvalidPayload(f"{key} must be a positive integer id, not {value!r}")
-
-
-def _money(payload: dict[str, Any], key: str) -> str:
-    value = payload.get(key)
-    if value is None or value == "":
-        return "0.00"
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidPayload(f"{key} must be a decimal string, not {value!r}")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidPayload(f"{key} must be a decimal amount, not {value!r}") from exc
-    if not amount.is_finite():
-        raise InvalidPayload(f"{key} must be a finite amount")
-    return str(amount)
 
 
 def _optional_timestamp(payload: dict[str, Any], key: str) -> datetime | None:
