@@ -24,6 +24,8 @@ from app.shops.service import ShopError, connect_shopify, connect_woocommerce
 from flows import service as flows_service
 from flows.definitions import FLOW_NAMES
 from flows.service import FlowSettingError, format_duration, parse_duration
+from integrations.woocommerce import api as woocommerce_api
+from integrations.woocommerce.connect import create_webhooks, read_store_settings
 
 cli = typer.Typer(help="Rebound: recovery, post-purchase and win-back email for online stores.")
 shops_cli = typer.Typer(help="Connect and list stores.")
@@ -235,9 +237,6 @@ async def _add_woocommerce(
     webhook_secret: str | None,
     name: str | None,
 ) -> str:
-    from integrations.woocommerce import api
-    from integrations.woocommerce.connect import create_webhooks, read_store_settings
-
     if not url or not consumer_key or not consumer_secret:
         raise ShopError("a WooCommerce store needs --url, --consumer-key and --consumer-secret")
     secret = webhook_secret or secrets.token_urlsafe(32)
@@ -253,7 +252,7 @@ async def _add_woocommerce(
         try:
             await read_store_settings(shop)
             created = [] if webhook_secret else await create_webhooks(shop, secret)
-        except api.WooCommerceApiError as exc:
+        except woocommerce_api.WooCommerceApiError as exc:
             raise ShopError(f"the store answered: {exc}") from exc
         await session.commit()
     delivery = f"{get_settings().public_url}/webhooks/woocommerce"
