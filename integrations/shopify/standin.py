@@ -12,13 +12,11 @@ with SHOPIFY_API_ORIGIN (see `admin.shopify_http_client`).
         ...
 """
 
-import asyncio
 import base64
 import contextlib
 import itertools
 import json
 import secrets
-import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,7 +25,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import jwt
-import uvicorn
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -50,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from integrations.local_server import serve_app
 from integrations.shopify.admin import API_VERSION
 
 # Shopify's 401 body for a missing, unknown or revoked X-Shopify-Access-Token.
@@ -1155,19 +1153,6 @@ def _discount_errors(
 
 @contextlib.asynccontextmanager
 async def serve(standin: ShopifyStandin, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run the stand-in with uvicorn on a free port of `host`; yields its origin URL."""
-    sock = socket.socket()
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(standin.app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # surfaces why it could not start
-            await asyncio.sleep(0.01)
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    """Run the stand-in on a free port of `host`; yields its origin URL."""
+    async with serve_app(standin.app, host) as origin:
+        yield origin

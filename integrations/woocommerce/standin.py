@@ -19,7 +19,6 @@ Host header, so an https:// delivery URL can land on a local server.
         ...
 """
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -30,7 +29,6 @@ import json
 import math
 import re
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,13 +38,12 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
+from integrations.local_server import serve_app
 from integrations.shopify.admin import _OriginTransport
 from integrations.woocommerce.api import API_NAMESPACE, MAX_PER_PAGE, StoreCredentials
 
@@ -1411,26 +1408,6 @@ def _cannot(method: str, *, listing: bool) -> WPJSONResponse:
 
 
 # --- running it ----------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serve_app(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on a free port of `host`; yields its origin URL."""
-    sock = socket.socket()
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # surfaces why it could not start
-            await asyncio.sleep(0.01)
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @contextlib.asynccontextmanager
