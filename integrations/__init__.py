@@ -45,8 +45,8 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
     lookup = _VARIANTS.get(shop.platform)
     found = await lookup(shop, missing) if missing and lookup is not None else None
     if found is not None:  # None: the store could not be asked; ask again next time
-        catalog.remember(shop.id, missing, found)
-        known.update({variant_id: found.get(variant_id, catalog.GONE) for variant_id in missing})
+        catalog.remember(shop.id, found)
+        known.update(found)
     return known
 
 

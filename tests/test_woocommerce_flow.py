@@ -68,15 +68,18 @@ def pending_order(status: str = "pending", **changes: Any) -> dict[str, Any]:
         store_url=STORE,
         status=status,
         billing={"first_name": "Astrid", "last_name": "Berg", "email": "astrid@example.com"},
-        line_items=[
-            {
-                "product_id": 93,
-                "variation_id": 0,
-                "name": "Wool Socks",
-                "quantity": 2,
-                "price": "12.50",
-            }
-        ],
+        line_items=changes.pop(
+            "line_items",
+            [
+                {
+                    "product_id": 93,
+                    "variation_id": 0,
+                    "name": "Wool Socks",
+                    "quantity": 2,
+                    "price": "12.50",
+                }
+            ],
+        ),
         created_at=now,
         modified_at=now + timedelta(seconds=changes.pop("later", 0)),
         **changes,
@@ -211,3 +214,22 @@ def test_flows_know_no_platform() -> None:
         source = module.read_text()
         assert "woocommerce" not in source.lower(), module.name
         assert "integrations.shopify" not in source, module.name
+
+
+async def test_a_cart_of_variations_still_gets_its_reminder(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
+) -> None:
+    """Variation ids are not product ids: not finding them as products must not read as gone."""
+    await connect(server, woo)
+    order = pending_order(
+        line_items=[
+            {"product_id": 22, "variation_id": 23, "name": "Ship Your Idea", "quantity": 1,
+             "price": "12.00"}
+        ]
+    )  # fmt: skip
+
+    await woo.fire(DOMAIN, "order.created", order)
+
+    await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages))
+    text = mailbox.messages[0].get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Ship Your Idea" in text and "$12.00" in text

@@ -23,7 +23,7 @@ GONE = VariantDetails(
 )
 
 
-_cache: dict[tuple[int, str], tuple[float, VariantDetails | None]] = {}
+_cache: dict[tuple[int, str], tuple[float, VariantDetails]] = {}
 
 
 def cached(shop_id: int, variant_ids: list[str]) -> tuple[dict[str, VariantDetails], list[str]]:
@@ -36,15 +36,16 @@ def cached(shop_id: int, variant_ids: list[str]) -> tuple[dict[str, VariantDetai
         if hit is None or hit[0] < now:
             missing.append(variant_id)
         else:
-            known[variant_id] = hit[1] or GONE
+            known[variant_id] = hit[1]
     return known, missing
 
 
-def remember(shop_id: int, asked: list[str], found: dict[str, VariantDetails]) -> None:
-    # An id the store did not return is remembered as gone (None): deleted products stay gone.
+def remember(shop_id: int, found: dict[str, VariantDetails]) -> None:
+    """Keep what the store said, GONE included. An id it did not speak of stays unknown and
+    is asked about again: only the platform can tell a deleted item from one it cannot look up."""
     expires = time.monotonic() + CACHE_SECONDS
-    for variant_id in asked:
-        _cache[(shop_id, variant_id)] = (expires, found.get(variant_id))
+    for variant_id, details in found.items():
+        _cache[(shop_id, variant_id)] = (expires, details)
 
 
 def forget(shop_id: int | None = None) -> None:

@@ -5,7 +5,7 @@ import logging
 from urllib.parse import quote, urlsplit
 
 from app import security
-from app.commerce.catalog import VariantDetails
+from app.commerce.catalog import GONE, VariantDetails
 from app.commerce.offers import DiscountCode
 from app.db import utcnow
 from app.shops.models import Shop
@@ -28,7 +28,7 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
     except admin.ShopifyApiError as exc:
         log.warning("product data for %s unavailable: %s", shop.domain, type(exc).__name__)
         return None
-    return {
+    details = {
         variant_id: VariantDetails(
             price=info.price,
             available=info.available_for_sale,
@@ -38,6 +38,8 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
         )
         for variant_id, info in found.items()
     }
+    # nodes(ids:) answers null for a variant that was deleted: Shopify says it is gone.
+    return {variant_id: details.get(variant_id, GONE) for variant_id in variant_ids}
 
 
 def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
