@@ -214,3 +214,28 @@ async def _rows_mentioning(values: tuple[str, ...]) -> list[str]:
                 flat = " ".join(str(cell) for cell in row).lower()
                 found += [f"{table.name}: {v}" for v in values if v.lower() in flat]
     return found
+
+
+async def test_redaction_matches_addresses_literally(shop: Shop) -> None:
+    from app.commerce.events import Customer
+    from app.privacy import repository as privacy
+
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        for number, email in enumerate(["jane_doe@example.com", "janeXdoe@example.com"]):
+            session.add(
+                InboxEntry(
+                    shop_id=shop.id,
+                    platform="shopify",
+                    topic="checkouts/create",
+                    delivery_id=f"d{number}",
+                    payload=json.dumps({"email": email}),
+                )
+            )
+        await session.commit()
+        customer = Customer(email="jane_doe@example.com", phone=None, platform_id=None)
+        await privacy.redact_customer(session, shop.id, customer)
+        await session.commit()
+        payloads = sorted(e.payload for e in (await session.exec(select(InboxEntry))).all())
+
+    assert payloads == ['{"email": "janeXdoe@example.com"}', privacy.REDACTED_PAYLOAD]

@@ -72,8 +72,13 @@ def _mentions(shop_id: int, customer: Customer) -> ColumnElement[bool] | None:
     if not needles:
         return None
     return (col(InboxEntry.shop_id) == shop_id) & or_(
-        *[col(InboxEntry.payload).ilike(f"%{needle}%") for needle in needles]
+        *[col(InboxEntry.payload).ilike(f"%{_literal(needle)}%", escape="\\") for needle in needles]
     )
+
+
+def _literal(text: str) -> str:
+    # An address like jane_doe@… must not match janeXdoe@…: LIKE's wildcards are escaped.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def inbox_mentions(session: AsyncSession, shop_id: int, customer: Customer) -> int:
