@@ -232,11 +232,11 @@ async def run_step(
         return "claimed before"
     await session.commit()
 
-    discount = await _offer(shop, enrollment, send, checkout.email)
-    message = compose.abandoned_cart(
-        shop, checkout, send, enrollment.steps[step], details, discount
-    )
     try:
+        discount = await _offer(shop, enrollment, send, checkout.email)
+        message = compose.abandoned_cart(
+            shop, checkout, send, enrollment.steps[step], details, discount
+        )
         await transport.deliver(message, shop_domain=shop.domain)
     except PermanentDeliveryError as exc:
         send.status = SendStatus.FAILED
@@ -245,7 +245,8 @@ async def run_step(
         await session.commit()
         return f"undeliverable: {exc}"
     except Exception:
-        # Nothing left: release the claim so a retry can send it.
+        # Nothing left (the store, composing or the mail server failed before hand-off):
+        # release the claim so a retry can send it.
         await session.delete(send)
         await session.commit()
         raise

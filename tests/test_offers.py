@@ -138,3 +138,47 @@ async def test_an_offer_the_store_cannot_make_is_left_out_with_the_reason(
 def test_nonsense_offers_are_refused_with_the_reason(words: str) -> None:
     with pytest.raises(FlowSettingError):
         parse_offer(words)
+
+
+async def test_an_unreachable_woocommerce_store_still_gets_the_email_without_the_offer(
+    tmp_path: Path,
+) -> None:
+    from app.settings import get_settings
+    from app.shops.service import connect_woocommerce
+    from integrations.woocommerce import webhooks as woo_webhooks
+    from integrations.woocommerce.standin import order_payload
+    from tests.conftest import _free_port
+
+    async with sessionmaker()() as session:
+        shop = await connect_woocommerce(
+            session, url="https://wool.example", consumer_key="ck_" + "a" * 40,
+            consumer_secret="cs_" + "b" * 40, webhook_secret="s",
+        )  # fmt: skip
+        await flows_service.set_step_delay(session, shop, "abandoned_cart", 1, 0)
+        await flows_service.set_step_offer(session, shop, "abandoned_cart", 1, parse_offer("10%"))
+        await session.commit()
+        now = datetime.now(UTC)
+        payload = order_payload(
+            order_id=5, store_url="https://wool.example", status="pending",
+            billing={"first_name": "Astrid", "email": "astrid@example.com"},
+            line_items=[{"product_id": 9, "variation_id": 0, "name": "Socks", "quantity": 1,
+                         "price": "9.00"}],
+            created_at=now, modified_at=now,
+        )  # fmt: skip
+        assert shop.id is not None
+        for event in woo_webhooks.events("order.created", payload):
+            await engine.apply(session, Jobs(), shop.id, event)
+        await session.commit()
+        enrollment_id = (await session.exec(select(Enrollment))).one().id
+    assert enrollment_id is not None
+    settings = get_settings()
+    settings.woocommerce_api_origin = f"http://127.0.0.1:{_free_port()}"  # nothing listens
+    try:
+        assert await run(enrollment_id, OutboxTransport(tmp_path)) == "sent"
+    finally:
+        settings.woocommerce_api_origin = None
+
+    async with sessionmaker()() as session:
+        send = (await session.exec(select(Send))).one()
+    assert send.discount_code is None
+    assert send.offer_skipped and "could not be reached" in send.offer_skipped

@@ -2,6 +2,8 @@
 
 import logging
 
+import httpx
+
 from app.commerce.catalog import VariantDetails
 from app.commerce.offers import DiscountCode
 from app.db import utcnow
@@ -21,7 +23,7 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
     except api.WooCommerceUnauthorized:
         _mark_keys_invalid(shop)
         return None
-    except (api.WooCommerceApiError, ShopError) as exc:
+    except (api.WooCommerceApiError, ShopError, httpx.HTTPError) as exc:
         log.warning("product data for %s unavailable: %s", shop.domain, exc)
         return None
     return {
@@ -54,6 +56,8 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
         return "the store's API keys were revoked; connect the store again"
     except (api.WooCommerceApiError, ShopError) as exc:
         return f"WooCommerce refused the coupon: {exc}"
+    except httpx.HTTPError as exc:
+        return f"the store could not be reached: {type(exc).__name__}"
     return None
 
 
