@@ -366,24 +366,7 @@ async def fetch_products(
 ) -> dict[str, ProductInfo]:
     """Current data for each product still in the store, keyed by the id as given. Up to 100 ids
     cost one request (`GET /products?include=…&per_page=100`)."""
-    wanted = _numeric_ids(product_ids)
-    ids = sorted(wanted)
-    found: dict[str, ProductInfo] = {}
-    async with woocommerce_http_client() as client:
-        for start in range(0, len(ids), MAX_PER_PAGE):
-            batch = ids[start : start + MAX_PER_PAGE]
-            response = await _request(
-                client,
-                store,
-                "GET",
-                "/products",
-                params={"include": ",".join(map(str, batch)), "per_page": MAX_PER_PAGE},
-            )
-            for item in _json_list(response):
-                key = wanted.get(int(item["id"]))
-                if key is not None:
-                    found[key] = _product_info(item)
-    return found
+    return await _fetch_included(store, "/products", product_ids, parent_id=None)
 
 
 async def fetch_variations(
@@ -392,7 +375,20 @@ async def fetch_variations(
     """Current data for variations of one variable product (an order line item's product_id and
     variation_id), keyed by the variation id as given."""
     parent = str(next(iter(_numeric_ids([product_id]))))
-    wanted = _numeric_ids(variation_ids)
+    return await _fetch_included(
+        store, f"/products/{parent}/variations", variation_ids, parent_id=parent
+    )
+
+
+async def _fetch_included(
+    store: StoreCredentials,
+    path: str,
+    ids_as_given: Iterable[str | int],
+    *,
+    parent_id: str | None,
+) -> dict[str, ProductInfo]:
+    """Items of a collection by id, `include=` up to 100 at a time, keyed by the id as given."""
+    wanted = _numeric_ids(ids_as_given)
     ids = sorted(wanted)
     found: dict[str, ProductInfo] = {}
     async with woocommerce_http_client() as client:
@@ -402,13 +398,13 @@ async def fetch_variations(
                 client,
                 store,
                 "GET",
-                f"/products/{parent}/variations",
+                path,
                 params={"include": ",".join(map(str, batch)), "per_page": MAX_PER_PAGE},
             )
             for item in _json_list(response):
                 key = wanted.get(int(item["id"]))
                 if key is not None:
-                    found[key] = _product_info(item, parent_id=parent)
+                    found[key] = _product_info(item, parent_id=parent_id)
     return found
 
 
