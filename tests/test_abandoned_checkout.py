@@ -248,13 +248,7 @@ async def test_the_worker_rechecks_for_a_purchase_just_before_sending(
         )
         await session.commit()
 
-    await _make_due()
-    await sweep({"redis": redis})
-    await settle(mailbox)
-
-    assert mailbox.messages == []
-    found = await enrollment()
-    assert found and found.exit_reason == "purchased"
+    await nothing_sent_when_due(mailbox, redis, exit_reason="purchased")
 
 
 async def test_completed_checkout_update_ends_the_enrollment(
@@ -267,13 +261,7 @@ async def test_completed_checkout_update_ends_the_enrollment(
         server, "checkouts/update", {**checkout, "updated_at": later, "completed_at": later}
     )
     await wait_for(all_processed)
-    await _make_due()
-    await sweep({"redis": redis})
-    await settle(mailbox)
-
-    assert mailbox.messages == []
-    found = await enrollment()
-    assert found and found.exit_reason == "purchased"
+    await nothing_sent_when_due(mailbox, redis, exit_reason="purchased")
 
 
 async def test_redis_flushed_between_enrollment_and_due_time_still_sends_exactly_one(
@@ -420,6 +408,16 @@ async def enrolled_an_hour_before_the_first_email(
     await deliver(server, "checkouts/create", checkout)
     await wait_for(enrollment)
     return checkout
+
+
+async def nothing_sent_when_due(mailbox: Mailbox, redis: ArqRedis, *, exit_reason: str) -> None:
+    """Time passes until the step is due: no email goes out, and the series ended for why."""
+    await _make_due()
+    await sweep({"redis": redis})
+    await settle(mailbox)
+    assert mailbox.messages == []
+    found = await enrollment()
+    assert found and found.exit_reason == exit_reason
 
 
 async def _make_due() -> None:
