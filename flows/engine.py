@@ -1,32 +1,73 @@
-"""The flow interpreter: events enroll and end enrollments; due steps claim, compose and send."""
+"""The flow interpreter: events enroll and end enrollments; due steps claim, compose and send.
+It reads flows as data (flows/definitions.py); nothing here knows a platform."""
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import integrations
+from app.analytics import abtests, attribution
+from app.analytics.models import AbTest
 from app.commerce import repository as commerce
 from app.commerce.catalog import VariantDetails
-from app.commerce.events import CheckoutChanged, CheckoutClosed, CommerceEvent
-from app.commerce.models import Checkout, Order
+from app.commerce.events import (
+    CheckoutChanged,
+    CheckoutClosed,
+    CommerceEvent,
+    OrderCancelled,
+    OrderPlaced,
+    OrderShipped,
+)
+from app.commerce.models import Checkout, Order, Shipment
 from app.commerce.offers import DiscountCode, Offer, OfferError, code_for
 from app.db import utcnow
 from app.mail import compose
 from app.mail import repository as mail_repository
-from app.mail.transport import PermanentDeliveryError, Transport
+from app.mail.transport import PermanentDeliveryError, Transport, transport_for_shop
 from app.queue import Jobs
 from app.shops import repository as shops
 from app.shops.models import Shop
-from flows import repository
-from flows.definitions import ABANDONED_CART, CART_MAX_AGE
-from flows.models import Enrollment, EnrollmentStatus, Send, SendStatus
+from flows import repository, timing
+from flows.definitions import (
+    ABANDONED_CART,
+    CART_MAX_AGE,
+    DAY,
+    POST_PURCHASE,
+    TRIGGERS,
+    settings_for,
+)
+from flows.models import Enrollment, EnrollmentStatus, Flow, Send, SendStatus
 
 log = logging.getLogger("rebound.flows")
 
+ALERT_STEP = -1  # the internal alert's claim, beside the first reminder's
+ORDER_MAX_AGE = 30 * DAY  # an order older than this (a backfill, a replay) starts no flow
 
-class StepDeferred(Exception):
-    """The step could not be sent now for a passing reason; the job should run again later."""
+
+@dataclass
+class Subject:
+    """What an enrollment is about, loaded fresh for each step."""
+
+    shop: Shop
+    flow: Flow | None
+    checkout: Checkout | None = None
+    order: Order | None = None
+    shipments: list[Shipment] = field(default_factory=list)
+    # The flow's settings as they were at enrollment, like its steps.
+    snapshot: dict[str, Any] | None = None
+
+    name: str = ABANDONED_CART  # the flow's name, even when the flow row is gone
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return settings_for(self.name, self.snapshot or (self.flow.settings if self.flow else None))
+
+
+# --- events ----------------------------------------------------------------------------------
 
 
 async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: CommerceEvent) -> None:
@@ -36,9 +77,22 @@ async def apply(session: AsyncSession, jobs: Jobs, shop_id: int, event: Commerce
         await _checkout_changed(session, jobs, checkout)
     elif isinstance(event, CheckoutClosed):
         await _checkout_closed(session, shop_id, event.token)
-    else:
+    elif isinstance(event, OrderPlaced):
         order = await commerce.insert_order(session, shop_id, event)
         await _order_placed(session, order)
+        await attribution.attribute(session, order)
+        await _enroll_order(session, jobs, order)
+    elif isinstance(event, OrderShipped):
+        await commerce.upsert_shipment(session, shop_id, event)
+        await _order_progressed(session, jobs, shop_id, event.order_id)
+    elif isinstance(event, OrderCancelled):
+        await commerce.record_cancellation(session, shop_id, event)
+        await _order_ended(session, shop_id, event.order_id, "order_cancelled")
+    else:
+        await commerce.record_refund(session, shop_id, event)
+        refunded = await commerce.get_order(session, shop_id, event.order_id)
+        if refunded is not None and await commerce.is_fully_refunded(session, refunded):
+            await _order_ended(session, shop_id, event.order_id, "order_refunded")
 
 
 async def _checkout_closed(session: AsyncSession, shop_id: int, token: str) -> None:
@@ -60,42 +114,42 @@ async def _checkout_changed(session: AsyncSession, jobs: Jobs, checkout: Checkou
     )
     if enrollment is not None:
         await _update_enrollment(session, jobs, enrollment, checkout)
-    elif await _should_enroll(session, checkout):
-        await _enroll(session, jobs, checkout)
+        return
+    flow = await enabled_flow(session, checkout.shop_id, ABANDONED_CART)
+    if flow is None or not await _may_enroll_checkout(session, checkout, flow):
+        return
+    assert checkout.email is not None
+    await enroll(
+        session, jobs, flow, subject=f"checkout:{checkout.id}", email=checkout.email,
+        checkout_id=checkout.id,
+    )  # fmt: skip
 
 
-async def _should_enroll(session: AsyncSession, checkout: Checkout) -> bool:
+async def _may_enroll_checkout(session: AsyncSession, checkout: Checkout, flow: Flow) -> bool:
+    """A cart worth reminding about, from a customer not reminded too recently; a newer cart of
+    the same customer takes over from an older one still running."""
     if checkout.email is None or checkout.completed_at or not checkout.line_items:
         return False
-    shop = await shops.get(session, checkout.shop_id)
-    if shop is None or shop.uninstalled_at is not None:
+    if await _checkout_exit(session, checkout) is not None:
         return False
-    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
-    if flow is None or not flow.enabled or not flow.steps:
+    settings = settings_for(flow.name, flow.settings)
+    if _amount(checkout.subtotal_price) < _amount(settings["min_cart_value"]):
         return False
-    return await _exit_reason(session, checkout) is None
-
-
-async def _enroll(session: AsyncSession, jobs: Jobs, checkout: Checkout) -> None:
-    assert checkout.id is not None and checkout.email is not None
-    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
-    assert flow is not None
-    enrollment = Enrollment(
-        shop_id=checkout.shop_id,
-        flow=ABANDONED_CART,
-        checkout_id=checkout.id,
-        email=checkout.email,
-        steps=flow.steps,
-        next_step=0,
-        due_at=_due(checkout.platform_updated_at, flow.steps[0]["delay"]),
+    latest = await repository.latest_enrollment_for_email(
+        session, checkout.shop_id, flow.name, checkout.email
     )
-    if await repository.insert_enrollment(session, enrollment):
-        stored = await repository.enrollment_for_checkout(
-            session, checkout.shop_id, ABANDONED_CART, checkout.id
-        )
-        assert stored is not None
-        log.info("enrolled checkout %s in %s", checkout.id, ABANDONED_CART)
-        schedule(jobs, stored)
+    if latest is None:
+        return True
+    if latest.status == EnrollmentStatus.ACTIVE:
+        older = await commerce.get_checkout(session, checkout.shop_id, latest.checkout_id or 0)
+        if older is not None and older.started_at > checkout.started_at:
+            return False  # this one is the older cart, arriving late
+        exit_enrollment(latest, "newer_checkout")
+        return True
+    # Counted from when the last series ended (its last change), not from when it began: a
+    # series that ran for days has only just stopped reminding this customer.
+    ended = max(latest.created_at, latest.updated_at)
+    return ended < utcnow() - timedelta(days=settings["reenroll_after_days"])
 
 
 async def _update_enrollment(
@@ -103,7 +157,7 @@ async def _update_enrollment(
 ) -> None:
     if enrollment.status != EnrollmentStatus.ACTIVE:
         return
-    reason = await _exit_reason(session, checkout)
+    reason = await _checkout_exit(session, checkout)
     if reason:
         exit_enrollment(enrollment, reason)
         return
@@ -111,7 +165,7 @@ async def _update_enrollment(
         enrollment.email = checkout.email
     if enrollment.next_step == 0 and not await repository.has_sends(session, enrollment.id or 0):
         # The shopper is still active: the first reminder waits for them to stop again.
-        due = _due(checkout.platform_updated_at, enrollment.steps[0]["delay"])
+        due = checkout.platform_updated_at + timedelta(seconds=enrollment.steps[0]["delay"])
         if enrollment.due_at is None or due > enrollment.due_at:
             enrollment.due_at = due
             enrollment.updated_at = utcnow()
@@ -119,6 +173,7 @@ async def _update_enrollment(
 
 
 async def _order_placed(session: AsyncSession, order: Order) -> None:
+    """A purchase ends the flows that were trying to bring one about, and is their revenue."""
     settled = await repository.enrollments_settled_by_order(
         session,
         order.shop_id,
@@ -127,6 +182,8 @@ async def _order_placed(session: AsyncSession, order: Order) -> None:
         placed_at=order.placed_at,
     )
     for enrollment in settled:
+        if not enrollment_settings(enrollment)["exit_on_order"]:
+            continue
         if enrollment.status == EnrollmentStatus.ACTIVE:
             exit_enrollment(enrollment, "purchased")
         if await repository.has_sends(session, enrollment.id or 0):
@@ -141,26 +198,194 @@ async def _order_placed(session: AsyncSession, order: Order) -> None:
             )
 
 
-async def _exit_reason(session: AsyncSession, checkout: Checkout) -> str | None:
-    """Why this checkout must get no (more) reminders, checked again right before each send."""
-    if checkout.completed_at or await commerce.order_for_checkout(session, checkout):
-        return "purchased"
-    if checkout.closed_at:
-        return "checkout_closed"
-    if not checkout.line_items:
-        return "cart_emptied"
-    if checkout.email is None:
-        return "no_email"
-    if checkout.platform_updated_at < utcnow() - timedelta(seconds=CART_MAX_AGE):
-        return "cart_expired"
-    if checkout.email and await mail_repository.is_unsubscribed(
-        session, checkout.shop_id, checkout.email
+async def _enroll_order(session: AsyncSession, jobs: Jobs, order: Order) -> None:
+    if (
+        order.email is None
+        or order.cancelled_at
+        or order.placed_at < utcnow() - timedelta(seconds=ORDER_MAX_AGE)
     ):
-        return "unsubscribed"
-    flow = await repository.get_flow(session, checkout.shop_id, ABANDONED_CART)
-    if flow is None or not flow.enabled:
-        return "flow_disabled"
-    return None
+        return
+    flow = await enabled_flow(session, order.shop_id, POST_PURCHASE)
+    if flow is not None:
+        await enroll(
+            session, jobs, flow, subject=f"order:{order.id}", email=order.email,
+            order_id=order.id,
+        )  # fmt: skip
+
+
+async def _order_progressed(
+    session: AsyncSession, jobs: Jobs, shop_id: int, order_platform_id: str
+) -> None:
+    """A parcel shipped or arrived: steps that waited for it get their time."""
+    order = await commerce.get_order(session, shop_id, order_platform_id)
+    if order is None or order.id is None:
+        return
+    for enrollment in await repository.enrollments_for_order(session, shop_id, order.id):
+        if enrollment.status == EnrollmentStatus.ACTIVE and not await repository.has_send(
+            session, enrollment.id or 0, enrollment.next_step or 0
+        ):
+            await plan(session, enrollment, await load_subject(session, enrollment))
+            schedule(jobs, enrollment)
+
+
+async def _order_ended(
+    session: AsyncSession, shop_id: int, order_platform_id: str, reason: str
+) -> None:
+    order = await commerce.get_order(session, shop_id, order_platform_id)
+    if order is None or order.id is None:
+        return
+    for enrollment in await repository.enrollments_for_order(session, shop_id, order.id):
+        if enrollment.status == EnrollmentStatus.ACTIVE:
+            exit_enrollment(enrollment, reason)
+
+
+async def unsubscribe(session: AsyncSession, shop_id: int, email: str) -> None:
+    """Record the opt-out and end, at once, every flow whose exit rules say so. The others (by
+    default post-purchase) go on: service emails still go, marketing steps are passed over."""
+    await mail_repository.add_unsubscribe(session, shop_id, email)
+    for enrollment in await repository.active_enrollments_for_email(session, shop_id, email):
+        if enrollment_settings(enrollment)["exit_on_unsubscribe"]:
+            exit_enrollment(enrollment, "unsubscribed")
+
+
+def enrollment_settings(enrollment: Enrollment) -> dict[str, Any]:
+    """The flow's settings as the enrollment started with them (defaults for older rows)."""
+    return settings_for(enrollment.flow, enrollment.context.get("settings"))
+
+
+# --- enrollments -----------------------------------------------------------------------------
+
+
+async def enroll(
+    session: AsyncSession,
+    jobs: Jobs,
+    flow: Flow,
+    *,
+    subject: str,
+    email: str,
+    checkout_id: int | None = None,
+    order_id: int | None = None,
+    context: dict[str, Any] | None = None,
+) -> Enrollment | None:
+    """Start `flow` for a subject with the flow's steps as they are now; None if it was started
+    before (a repeated delivery)."""
+    enrollment = Enrollment(
+        shop_id=flow.shop_id,
+        flow=flow.name,
+        subject=subject,
+        checkout_id=checkout_id,
+        order_id=order_id,
+        email=email,
+        steps=flow.steps,
+        flow_version=flow.version,
+        context={**(context or {}), "settings": settings_for(flow.name, flow.settings)},
+        next_step=0,
+    )
+    stored = await repository.insert_enrollment(session, enrollment)
+    if stored is None:
+        return None
+    await plan(session, stored, await load_subject(session, stored))
+    log.info("enrolled %s in %s (enrollment %s)", subject.split(":")[0], flow.name, stored.id)
+    schedule(jobs, stored)
+    return stored
+
+
+async def load_subject(session: AsyncSession, enrollment: Enrollment) -> Subject:
+    shop = await shops.get(session, enrollment.shop_id)
+    assert shop is not None
+    subject = Subject(
+        shop,
+        await repository.get_flow(session, shop.id or 0, enrollment.flow),
+        snapshot=enrollment.context.get("settings"),
+        name=enrollment.flow,
+    )
+    if enrollment.checkout_id is not None:
+        subject.checkout = await commerce.get_checkout(
+            session, enrollment.shop_id, enrollment.checkout_id
+        )
+    if enrollment.order_id is not None:
+        subject.order = await commerce.get_order_by_id(
+            session, enrollment.shop_id, enrollment.order_id
+        )
+        if subject.order is not None:
+            subject.shipments = await commerce.shipments_for_order(session, subject.order)
+    return subject
+
+
+async def plan(session: AsyncSession, enrollment: Enrollment, subject: Subject) -> None:
+    """Pass over switched-off steps, then give the next one its time, or wait for the event it
+    counts from (a shipment, a delivery)."""
+    steps = enrollment.steps
+    index = enrollment.next_step or 0
+    while index < len(steps) and not steps[index].get("enabled", True):
+        index += 1
+    enrollment.updated_at = utcnow()
+    if index >= len(steps):
+        enrollment.status = EnrollmentStatus.DONE
+        enrollment.next_step = enrollment.due_at = enrollment.waiting_for = None
+        return
+    enrollment.next_step = index
+    step = steps[index]
+    anchor = _anchor(enrollment, subject, step)
+    enrollment.waiting_for = None if anchor else f"{step.get('after')}"
+    enrollment.due_at = anchor + timedelta(seconds=step["delay"]) if anchor else None
+
+
+def _anchor(enrollment: Enrollment, subject: Subject, step: dict[str, Any]) -> datetime | None:
+    after = step.get("after", "trigger")
+    if after == "trigger":
+        if subject.checkout is not None:
+            return subject.checkout.platform_updated_at
+        if subject.order is not None:
+            return subject.order.placed_at
+        return enrollment.created_at
+    if after == "replenish":
+        return _runs_out(subject)
+    shipped = [shipment.shipped_at for shipment in subject.shipments]
+    if after == "shipped" or not shipped:
+        return min(shipped) if shipped else None
+    delivered = [s.delivered_at for s in subject.shipments if s.delivered_at]
+    if delivered:
+        return max(delivered)
+    # No delivery event: assume the parcel arrives after the usual transit time, longer abroad.
+    days = subject.settings["transit_days"]
+    if _international(subject):
+        days += subject.settings["international_extra_days"]
+    return max(shipped) + timedelta(days=days)
+
+
+def _replenishable(subject: Subject) -> dict[str, int]:
+    """Products of the order with a "lasts N days" setting: product id → days."""
+    lasts = subject.settings.get("replenish_days") or {}
+    order = subject.order
+    items = order.line_items if order else []
+    return {
+        str(i["product_id"]): int(lasts[str(i["product_id"])])
+        for i in items
+        if str(i.get("product_id")) in lasts
+    }
+
+
+def _runs_out(subject: Subject) -> datetime | None:
+    """When the first consumable of the order runs out, less the lead time; the order's time
+    when it has none (the step then passes over, saying so)."""
+    if subject.order is None:
+        return None
+    found = _replenishable(subject)
+    if not found:
+        return subject.order.placed_at
+    lead = subject.settings["replenish_lead_days"]
+    return subject.order.placed_at + timedelta(days=max(min(found.values()) - lead, 0))
+
+
+def _first_enabled(steps: list[dict[str, Any]]) -> int:
+    """The index of the series' first step that is switched on (its first email)."""
+    return next((i for i, step in enumerate(steps) if step.get("enabled", True)), 0)
+
+
+def _international(subject: Subject) -> bool:
+    order, home = subject.order, subject.shop.country_code
+    return bool(order and order.shipping_country and home and order.shipping_country != home)
 
 
 def exit_enrollment(enrollment: Enrollment, reason: str) -> None:
@@ -169,12 +394,9 @@ def exit_enrollment(enrollment: Enrollment, reason: str) -> None:
     enrollment.exit_reason = reason
     enrollment.next_step = None
     enrollment.due_at = None
+    enrollment.waiting_for = None
     enrollment.updated_at = utcnow()
     log.info("enrollment %s ended: %s", enrollment.id, reason)
-
-
-def _due(anchor: datetime, delay_seconds: int) -> datetime:
-    return anchor + timedelta(seconds=delay_seconds)
 
 
 def step_job_id(enrollment: Enrollment) -> str:
@@ -196,51 +418,111 @@ def schedule(jobs: Jobs, enrollment: Enrollment) -> None:
     )
 
 
-async def unsubscribe(session: AsyncSession, shop_id: int, email: str) -> None:
-    """Record the opt-out and end every running flow for that address at once."""
-    await mail_repository.add_unsubscribe(session, shop_id, email)
-    for enrollment in await repository.active_enrollments_for_email(session, shop_id, email):
-        exit_enrollment(enrollment, "unsubscribed")
+# --- running a step --------------------------------------------------------------------------
 
 
 async def run_step(
     session: AsyncSession, jobs: Jobs, transport: Transport, enrollment_id: int, step: int
 ) -> str:
-    """Send one due step at most once. Commits: the claim is durable before the message leaves."""
+    """Run one due step at most once. Commits: the claim is durable before the message leaves."""
     enrollment = await repository.get_enrollment(session, enrollment_id)
     if enrollment is None or enrollment.status != EnrollmentStatus.ACTIVE:
         return "not active"
     if enrollment.next_step != step or enrollment.due_at is None or enrollment.due_at > utcnow():
         return "not due"
-    checkout = await commerce.get_checkout(session, enrollment.shop_id, enrollment.checkout_id)
-    shop = await shops.get(session, enrollment.shop_id)
-    assert checkout is not None and shop is not None
-    reason = "uninstalled" if shop.uninstalled_at else await _exit_reason(session, checkout)
+    subject = await load_subject(session, enrollment)
+    reason = await _exit_reason(session, enrollment, subject)
     if reason:
         exit_enrollment(enrollment, reason)
         await session.commit()
         return f"exited: {reason}"
+    spec = enrollment.steps[step]
+    if spec.get("action"):
+        outcome = await _run_action(session, enrollment, spec["action"])
+        return await _finish(session, jobs, enrollment, subject, outcome)
+    skip = await _skip_reason(session, enrollment, subject, spec)
+    if skip:
+        await repository.record_skip(session, enrollment, step, skip)
+        return await _finish(session, jobs, enrollment, subject, f"skipped: {skip}")
+    # An A/B test on this step: the customer's variant, decided once; the holdout gets nothing,
+    # so what the email adds over no email at all is measured.
+    chosen = await abtests.variant_for(
+        session, enrollment.shop_id, enrollment.flow, abtests.key_of_step(spec, step),
+        enrollment.email,
+    )  # fmt: skip
+    if chosen is not None and chosen[1] == abtests.HOLDOUT:
+        note = f"A/B test {chosen[0].id}: holdout"
+        await repository.record_skip(session, enrollment, step, note, abtests.HOLDOUT)
+        return await _finish(session, jobs, enrollment, subject, "skipped: A/B holdout")
+    if chosen is not None:
+        spec = abtests.variant_step(spec, *chosen)
+    if spec.get("marketing", True):
+        wait = await _sending_window(session, enrollment, subject.shop)
+        if wait is not None:
+            enrollment.waiting_for, enrollment.due_at = wait
+            await session.commit()
+            schedule(jobs, enrollment)
+            return f"deferred: {wait[0]}"
+    return await _send(session, jobs, transport, enrollment, subject, spec, chosen)
 
-    details = await integrations.variant_details(shop, _variant_ids(checkout))
-    if _sold_out(checkout, details):
-        exit_enrollment(enrollment, "sold_out")
-        await session.commit()
-        return "exited: sold_out"
 
-    send = await repository.claim_send(session, enrollment, step)
+async def _finish(
+    session: AsyncSession, jobs: Jobs, enrollment: Enrollment, subject: Subject, outcome: str
+) -> str:
+    enrollment.next_step = (enrollment.next_step or 0) + 1
+    await plan(session, enrollment, subject)
+    await session.commit()
+    schedule(jobs, enrollment)
+    return outcome
+
+
+async def _send(
+    session: AsyncSession,
+    jobs: Jobs,
+    transport: Transport,
+    enrollment: Enrollment,
+    subject: Subject,
+    spec: dict[str, Any],
+    chosen: tuple[AbTest, str] | None = None,
+) -> str:
+    step = enrollment.next_step or 0
+    content = await _content(session, enrollment, subject, spec)
+    if isinstance(content, str):  # nothing worth sending: an exit or a skip
+        if content == "sold_out":
+            exit_enrollment(enrollment, content)
+            await session.commit()
+            return f"exited: {content}"
+        await repository.record_skip(session, enrollment, step, content)
+        return await _finish(session, jobs, enrollment, subject, f"skipped: {content}")
+
+    send = await repository.claim_send(
+        session, enrollment, step, marketing=bool(spec.get("marketing", True))
+    )
     if send is None:
         return "claimed before"
+    if chosen is not None:
+        await abtests.record_send(session, chosen[0], chosen[1], send)
     await session.commit()
 
+    if (
+        enrollment.flow == ABANDONED_CART
+        and step == _first_enabled(enrollment.steps)
+        and subject.checkout is not None
+    ):
+        await _alert(session, transport, enrollment, subject, content)
     try:
-        discount = await _offer(shop, enrollment, send, checkout.email)
-        message = compose.abandoned_cart(
-            shop, checkout, send, enrollment.steps[step], details, discount
+        discount = await _offer(session, subject, enrollment, send, spec)
+        message = _compose(enrollment, subject, send, spec, content, discount)
+        await transport_for_shop(subject.shop, transport).deliver(
+            message, shop_domain=subject.shop.domain
         )
-        await transport.deliver(message, shop_domain=shop.domain)
     except PermanentDeliveryError as exc:
         send.status = SendStatus.FAILED
         send.error = str(exc)
+        if exc.recipient_refused:  # the address bounced: no flow of this shop tries it again
+            await mail_repository.add_suppression(
+                session, enrollment.shop_id, enrollment.email, "smtp_5xx", str(exc)
+            )
         exit_enrollment(enrollment, "undeliverable")
         await session.commit()
         return f"undeliverable: {exc}"
@@ -254,27 +536,254 @@ async def run_step(
     send.status = SendStatus.SENT
     send.message_id = message["Message-ID"]
     send.sent_at = utcnow()
-    _advance(enrollment, checkout)
-    await session.commit()
-    schedule(jobs, enrollment)
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
-    return "sent"
+    return await _finish(session, jobs, enrollment, subject, "sent")
+
+
+async def _exit_reason(
+    session: AsyncSession, enrollment: Enrollment, subject: Subject
+) -> str | None:
+    """Why this enrollment must send nothing more, checked again right before each step."""
+    if subject.shop.uninstalled_at:
+        return "uninstalled"
+    if subject.flow is None or not subject.flow.enabled:
+        return "flow_disabled"
+    if await mail_repository.is_suppressed(session, enrollment.shop_id, enrollment.email):
+        return "suppressed"  # bounced or complained: not even service emails
+    trigger = TRIGGERS[enrollment.flow]
+    if trigger == "checkout":
+        return await _checkout_exit(session, subject.checkout) if subject.checkout else "gone"
+    if trigger == "order":
+        order = subject.order
+        if order is None:
+            return "gone"
+        if order.cancelled_at:
+            return "order_cancelled"
+        if await commerce.is_fully_refunded(session, order):
+            return "order_refunded"
+        return None
+    shop_id, settings = enrollment.shop_id, subject.settings
+    if settings["exit_on_order"] and await commerce.has_order_since(
+        session, shop_id, enrollment.email, enrollment.created_at
+    ):
+        return "purchased"
+    if settings["exit_on_unsubscribe"] and await mail_repository.is_unsubscribed(
+        session, shop_id, enrollment.email
+    ):
+        return "unsubscribed"
+    return None
+
+
+async def _checkout_exit(session: AsyncSession, checkout: Checkout) -> str | None:
+    if checkout.completed_at or await commerce.order_for_checkout(session, checkout):
+        return "purchased"
+    if checkout.closed_at:
+        return "checkout_closed"
+    if not checkout.line_items:
+        return "cart_emptied"
+    if checkout.email is None:
+        return "no_email"
+    if checkout.platform_updated_at < utcnow() - timedelta(seconds=CART_MAX_AGE):
+        return "cart_expired"
+    if checkout.email and await mail_repository.is_unsubscribed(
+        session, checkout.shop_id, checkout.email
+    ):
+        return "unsubscribed"
+    return None
+
+
+async def _skip_reason(
+    session: AsyncSession, enrollment: Enrollment, subject: Subject, spec: dict[str, Any]
+) -> str | None:
+    """Why this step is passed over while the flow goes on: its conditions, or a marketing step
+    to a customer who opted out of marketing (post-purchase service emails still go)."""
+    conditions = spec.get("conditions") or {}
+    total = subject.order.total_price if subject.order else None
+    if subject.checkout is not None:
+        total = subject.checkout.subtotal_price
+    if "min_total" in conditions and _amount(total) < _amount(conditions["min_total"]):
+        return f"total below {conditions['min_total']}"
+    if "international" in conditions and conditions["international"] != _international(subject):
+        return "international" if _international(subject) else "domestic"
+    segment = enrollment.context.get("segment")
+    if "segment" in conditions and conditions["segment"] != segment:
+        return f"segment is {segment}"
+    if "min_orders" in conditions:
+        count = await _order_count(session, enrollment)
+        if count < conditions["min_orders"]:
+            return f"{count} order(s), fewer than {conditions['min_orders']}"
+    wanted = conditions.get("preference") or {}
+    if wanted:
+        answers = await repository.preferences(session, enrollment.shop_id, enrollment.email)
+        for key, value in wanted.items():
+            if answers.get(key) != value:
+                return f"preference {key} is not {value}"
+    if spec.get("marketing", True) and await mail_repository.is_unsubscribed(
+        session, enrollment.shop_id, enrollment.email
+    ):
+        return "unsubscribed"
+    return None
+
+
+async def _order_count(session: AsyncSession, enrollment: Enrollment) -> int:
+    orders = await commerce.orders_for_email(session, enrollment.shop_id, enrollment.email)
+    return sum(1 for order in orders if order.cancelled_at is None)
+
+
+async def _sending_window(
+    session: AsyncSession, enrollment: Enrollment, shop: Shop
+) -> tuple[str, datetime] | None:
+    """Smart sending, then quiet hours: why a marketing step must wait, and until when."""
+    now = utcnow()
+    last = await repository.last_marketing_sent(
+        session, enrollment.shop_id, enrollment.email, other_than_flow=enrollment.flow
+    )
+    capped = timing.after_cap(last, shop.frequency_cap, now)
+    if capped is not None:
+        return "smart_sending", capped
+    quiet = timing.quiet_until(now, shop.quiet_hours, shop.timezone)
+    if quiet is not None:
+        return "quiet_hours", quiet
+    return None
+
+
+async def _run_action(session: AsyncSession, enrollment: Enrollment, action: str) -> str:
+    """`suppress_marketing`: a win-back goodbye with no click and no order since means the
+    customer gets no more marketing from this shop."""
+    assert action == "suppress_marketing" and enrollment.id is not None
+    if await repository.click_count(session, enrollment.id):
+        return "kept: the customer answered the goodbye"
+    await mail_repository.add_unsubscribe(
+        session, enrollment.shop_id, enrollment.email, reason="winback_ignored"
+    )
+    return "marketing stopped: the goodbye went unanswered"
+
+
+# --- content ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Content:
+    details: dict[str, VariantDetails] = field(default_factory=dict)
+    recommendations: list[compose.Recommended] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # what one template alone needs
+
+
+async def _content(
+    session: AsyncSession, enrollment: Enrollment, subject: Subject, spec: dict[str, Any]
+) -> Content | str:
+    """Current product data for the email; or a word for why there is nothing to send."""
+    if subject.checkout is not None:
+        details = await integrations.variant_details(
+            subject.shop, _refs(subject.checkout.line_items)
+        )
+        return "sold_out" if _sold_out(subject.checkout, details) else Content(details)
+    if subject.order is None:
+        return Content()
+    details = await integrations.variant_details(subject.shop, _refs(subject.order.line_items))
+    template = spec.get("template")
+    if template == "cross_sell":
+        recommended = await _recommendations(session, subject)
+        return Content(details, recommended) if recommended else "nothing to recommend yet"
+    if template == "replenishment":
+        found = _replenishable(subject)
+        if not found:
+            return "nothing in the order to replenish"
+        runs_out = subject.order.placed_at + timedelta(days=min(found.values()))
+        return Content(details, extra={"replenish": sorted(found), "runs_out": runs_out})
+    if template == "surprise_reward":
+        return Content(details, extra={"order_count": await _order_count(session, enrollment)})
+    return Content(details)
+
+
+async def _recommendations(session: AsyncSession, subject: Subject) -> list[compose.Recommended]:
+    order = subject.order
+    assert order is not None
+    products = [str(item["product_id"]) for item in order.line_items if item.get("product_id")]
+    found = await commerce.bought_together(
+        session, order.shop_id, products, order.email, subject.settings["cross_sell_count"] * 2
+    )
+    refs: dict[str, str | None] = {r.variant_id or r.product_id: r.product_id for r in found}
+    details = await integrations.variant_details(subject.shop, refs)
+    picks = []
+    for candidate in found:
+        now = details.get(candidate.variant_id or candidate.product_id)
+        if now is not None and (now.gone or not now.available):
+            continue
+        picks.append(compose.Recommended(candidate.title, now))
+    return picks[: subject.settings["cross_sell_count"]]
+
+
+def _compose(
+    enrollment: Enrollment,
+    subject: Subject,
+    send: Send,
+    spec: dict[str, Any],
+    content: Content,
+    discount: DiscountCode | None,
+) -> Any:
+    if subject.checkout is not None:
+        kept = subject.checkout.platform_updated_at + timedelta(
+            days=subject.settings["cart_kept_days"]
+        )
+        return compose.abandoned_cart(
+            subject.shop, subject.checkout, send, spec, content.details, discount, kept
+        )
+    if subject.order is not None:
+        return compose.order_email(
+            subject.shop, subject.order, send, spec, content.details, subject.shipments,
+            content.recommendations, discount, subject.settings, content.extra,
+        )  # fmt: skip
+    return compose.winback_email(subject.shop, enrollment, send, spec, discount)
+
+
+def _refs(line_items: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {
+        str(item["variant_id"]): str(item["product_id"]) if item.get("product_id") else None
+        for item in line_items
+        if item.get("variant_id")
+    }
+
+
+def _sold_out(checkout: Checkout, details: dict[str, VariantDetails]) -> bool:
+    """Nothing left to buy: the store says every item in the cart is unavailable."""
+    ids = list(_refs(checkout.line_items))
+    return (
+        bool(ids)
+        and len(ids) == len(checkout.line_items)
+        and all(variant_id in details and not details[variant_id].available for variant_id in ids)
+    )
+
+
+# --- offers ----------------------------------------------------------------------------------
 
 
 async def _offer(
-    shop: Shop, enrollment: Enrollment, send: Send, email: str | None
+    session: AsyncSession,
+    subject: Subject,
+    enrollment: Enrollment,
+    send: Send,
+    spec: dict[str, Any],
 ) -> DiscountCode | None:
-    """The step's offer as a code made for this recipient, or None with the reason on the send."""
+    """The step's offer (of the customer's A/B variant) as a code made for this recipient, or
+    None with the reason on the send."""
     assert enrollment.id is not None
+    raw = spec.get("offer") or (spec.get("offers") or {}).get(enrollment.context.get("segment"))
     try:
-        offer = Offer.from_step(enrollment.steps[send.step])
+        offer = Offer.from_step({"offer": raw})
     except OfferError as exc:
         send.offer_skipped = str(exc)
         return None
     if offer is None:
         return None
+    if enrollment.flow == ABANDONED_CART:
+        withheld = await _offer_guard(session, enrollment, subject.settings)
+        if withheld:
+            send.offer_skipped = withheld
+            log.info("offer withheld from enrollment %s: %s", enrollment.id, withheld)
+            return None
     discount = DiscountCode(code_for(enrollment.id, send.step), offer, offer.ends_at(utcnow()))
-    reason = await integrations.create_discount(shop, discount, email)
+    reason = await integrations.create_discount(subject.shop, discount, enrollment.email)
     if reason:
         send.offer_skipped = reason
         log.warning("offer left out of enrollment %s step %s: %s", enrollment.id, send.step, reason)
@@ -283,29 +792,78 @@ async def _offer(
     return discount
 
 
-def _variant_ids(checkout: Checkout) -> list[str]:
-    return [str(item["variant_id"]) for item in checkout.line_items if item.get("variant_id")]
+async def _offer_guard(
+    session: AsyncSession, enrollment: Enrollment, settings: dict[str, Any]
+) -> str | None:
+    """Customers who learn to abandon carts for a discount get the reminder without one."""
+    shop_id, email = enrollment.shop_id, enrollment.email
+    since = utcnow() - timedelta(days=settings["offer_guard_days"])
+    recent = await repository.last_offer_sent(session, shop_id, email, since)
+    if recent is not None:
+        return (
+            f"offer guard: an offer went to this customer on {recent:%Y-%m-%d}, "
+            f"within {settings['offer_guard_days']} days"
+        )
+    codes = await repository.codes_sent_to(session, shop_id, email)
+    bought_with = [
+        order
+        for order in await commerce.orders_for_email(session, shop_id, email)
+        if codes.intersection(order.discount_codes)
+    ]
+    if len(bought_with) > settings["offer_guard_max_bought_with_code"]:
+        return f"offer guard: bought with a reminder's code {len(bought_with)} times"
+    return None
 
 
-def _sold_out(checkout: Checkout, details: dict[str, VariantDetails]) -> bool:
-    """Nothing left to buy: the store says every item in the cart is unavailable."""
-    ids = _variant_ids(checkout)
-    return (
-        bool(ids)
-        and len(ids) == len(checkout.line_items)
-        and all(variant_id in details and not details[variant_id].available for variant_id in ids)
-    )
+# --- the internal alert ----------------------------------------------------------------------
 
 
-def _advance(enrollment: Enrollment, checkout: Checkout) -> None:
-    following = (enrollment.next_step or 0) + 1
-    enrollment.updated_at = utcnow()
-    if following >= len(enrollment.steps):
-        enrollment.status = EnrollmentStatus.DONE
-        enrollment.next_step = None
-        enrollment.due_at = None
+async def _alert(
+    session: AsyncSession,
+    transport: Transport,
+    enrollment: Enrollment,
+    subject: Subject,
+    content: Content,
+) -> None:
+    """A big cart left behind: customer service hears of it when the first reminder goes.
+    Claimed like a step, so it goes once; a failure never holds the customer's email."""
+    settings, checkout = subject.settings, subject.checkout
+    address, threshold = settings["alert_email"], settings["alert_min_total"]
+    if not address or threshold is None or checkout is None:
         return
-    enrollment.next_step = following
-    enrollment.due_at = max(
-        _due(checkout.platform_updated_at, enrollment.steps[following]["delay"]), utcnow()
-    )
+    if _amount(checkout.total_price) < _amount(threshold):
+        return
+    claim = await repository.claim_send(session, enrollment, ALERT_STEP, marketing=False)
+    if claim is None:
+        return
+    claim.email = address
+    await session.commit()
+    try:
+        message = compose.internal_alert(subject.shop, checkout, address, content.details)
+        await transport_for_shop(subject.shop, transport).deliver(
+            message, shop_domain=subject.shop.domain
+        )
+    except Exception as exc:
+        log.warning("cart alert for enrollment %s not sent: %s", enrollment.id, exc)
+        await session.delete(claim)
+        await session.commit()
+        return
+    claim.status = SendStatus.SENT
+    claim.message_id = message["Message-ID"]
+    claim.sent_at = utcnow()
+    await session.commit()
+
+
+async def enabled_flow(session: AsyncSession, shop_id: int, name: str) -> Flow | None:
+    shop = await shops.get(session, shop_id)
+    if shop is None or shop.uninstalled_at is not None:
+        return None
+    flow = await repository.get_flow(session, shop_id, name)
+    return flow if flow is not None and flow.enabled and flow.steps else None
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)

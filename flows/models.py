@@ -4,14 +4,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 from app.db import utcnow
 
 
 class Flow(SQLModel, table=True):
-    """A shop's settings for one flow: on or off, and its steps (each a delay in seconds)."""
+    """A shop's flow as data: on or off, its steps and settings (see flows/definitions.py).
+    Every edit bumps `version`; enrollments keep the steps of the version they started with."""
 
     __tablename__ = "flows"
     __table_args__ = (UniqueConstraint("shop_id", "name"),)
@@ -21,6 +22,8 @@ class Flow(SQLModel, table=True):
     name: str = Field(max_length=64)
     enabled: bool = True
     steps: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     updated_at: datetime = Field(default_factory=utcnow)
 
 
@@ -31,18 +34,36 @@ class EnrollmentStatus(StrEnum):
 
 
 class Enrollment(SQLModel, table=True):
-    """One checkout going through one flow. `next_step`/`due_at` say what runs next, and when."""
+    """One subject going through one flow: a checkout (abandoned cart), an order (post-purchase)
+    or a lapsed customer (win-back). `subject` names it uniquely within the flow;
+    `next_step`/`due_at` say what runs next, and when (no `due_at`: waiting for an event)."""
 
     __tablename__ = "enrollments"
-    __table_args__ = (UniqueConstraint("shop_id", "flow", "checkout_id"),)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "flow", "subject", name="uq_enrollments_shop_flow_subject"),
+        # From before subjects; it still holds (a checkout is one subject) and costs nothing.
+        UniqueConstraint("shop_id", "flow", "checkout_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     shop_id: int = Field(foreign_key="shops.id", index=True)
     flow: str = Field(max_length=64)
-    checkout_id: int = Field(foreign_key="checkouts.id", index=True)
+    subject: str = Field(max_length=400)  # checkout:<id>, order:<id>, lapse:<email>:<date>
+    checkout_id: int | None = Field(default=None, foreign_key="checkouts.id", index=True)
+    order_id: int | None = Field(
+        default=None,
+        index=True,
+        sa_column_kwargs={},
+        foreign_key="orders.id",
+    )
     email: str = Field(max_length=320, index=True)
     # The flow's steps as they were at enrollment: later edits apply to new enrollments only.
     steps: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    flow_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # What the flow knew at enrollment that its steps depend on (a win-back segment).
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # Why the next step is later than its delay says (quiet hours, smart sending, a parcel).
+    waiting_for: str | None = Field(default=None, max_length=64)
     status: EnrollmentStatus = Field(default=EnrollmentStatus.ACTIVE, max_length=16, index=True)
     exit_reason: str | None = Field(default=None, max_length=64)
     next_step: int | None = None
@@ -56,6 +77,7 @@ class SendStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # the step's conditions did not hold; `error` says which
 
 
 class Send(SQLModel, table=True):
@@ -70,10 +92,14 @@ class Send(SQLModel, table=True):
     step: int
     email: str = Field(max_length=320)
     status: SendStatus = Field(default=SendStatus.SENDING, max_length=16)
+    # Marketing emails count for smart sending; transactional ones (a shipping notice) do not.
+    marketing: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     message_id: str | None = Field(default=None, max_length=255)
     # The offer this email carried, or why the step's offer was left out.
     discount_code: str | None = Field(default=None, max_length=64)
     offer_skipped: str | None = Field(default=None, sa_column=Column(Text))
+    # The A/B test variant this email was (or, for "holdout", was not) sent as.
+    variant: str | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, sa_column=Column(Text))
     claimed_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
@@ -87,4 +113,44 @@ class Click(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     shop_id: int = Field(foreign_key="shops.id", index=True)
     send_id: int = Field(foreign_key="sends.id", index=True)
+    url: str | None = Field(default=None, sa_column=Column(Text))  # where a tracked link went
     clicked_at: datetime = Field(default_factory=utcnow)
+
+
+class Open(SQLModel, table=True):
+    """The open pixel was fetched. Kept for the merchant's figures, never used to decide:
+    Apple Mail Privacy Protection fetches every image."""
+
+    __tablename__ = "opens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id", index=True)
+    send_id: int = Field(foreign_key="sends.id", index=True)
+    opened_at: datetime = Field(default_factory=utcnow)
+
+
+class NpsAnswer(SQLModel, table=True):
+    """A score from an NPS survey email: the first click counts, later ones change it."""
+
+    __tablename__ = "nps_answers"
+    __table_args__ = (UniqueConstraint("send_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id", index=True)
+    send_id: int = Field(foreign_key="sends.id")
+    score: int
+    answered_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerPreference(SQLModel, table=True):
+    """A customer's answer to a preference question, usable in step conditions."""
+
+    __tablename__ = "customer_preferences"
+    __table_args__ = (UniqueConstraint("shop_id", "email", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id", index=True)
+    email: str = Field(max_length=320)
+    key: str = Field(max_length=64)
+    value: str = Field(max_length=100)
+    answered_at: datetime = Field(default_factory=utcnow)

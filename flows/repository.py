@@ -3,12 +3,22 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import insert_for
-from flows.models import Click, Enrollment, EnrollmentStatus, Flow, Send, SendStatus
+from app.db import insert_for, utcnow
+from flows.models import (
+    Click,
+    CustomerPreference,
+    Enrollment,
+    EnrollmentStatus,
+    Flow,
+    NpsAnswer,
+    Open,
+    Send,
+    SendStatus,
+)
 
 
 async def get_flow(session: AsyncSession, shop_id: int, name: str) -> Flow | None:
@@ -36,16 +46,139 @@ async def enrollment_for_checkout(
     return (await session.exec(query)).first()
 
 
-async def insert_enrollment(session: AsyncSession, enrollment: Enrollment) -> bool:
-    """Insert unless this checkout is enrolled already (a concurrent delivery may have won)."""
+async def enrollment_for_subject(
+    session: AsyncSession, shop_id: int, flow: str, subject: str
+) -> Enrollment | None:
+    query = select(Enrollment).where(
+        Enrollment.shop_id == shop_id, Enrollment.flow == flow, Enrollment.subject == subject
+    )
+    return (await session.exec(query)).first()
+
+
+async def insert_enrollment(session: AsyncSession, enrollment: Enrollment) -> Enrollment | None:
+    """Insert unless the subject is enrolled already (a concurrent delivery may have won); the
+    stored row, or None when it was there before."""
     values = enrollment.model_dump(exclude={"id"})
     statement = (
         insert_for(session, Enrollment)
         .values(**values)
-        .on_conflict_do_nothing(index_elements=["shop_id", "flow", "checkout_id"])
+        .on_conflict_do_nothing(index_elements=["shop_id", "flow", "subject"])
+        # RETURNING, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT.
+        .returning(Enrollment.id)
     )
-    result = await session.exec(statement)
-    return bool(result.rowcount)
+    if (await session.exec(statement)).scalar_one_or_none() is None:
+        return None
+    return await enrollment_for_subject(
+        session, enrollment.shop_id, enrollment.flow, enrollment.subject
+    )
+
+
+async def enrollments_for_order(
+    session: AsyncSession, shop_id: int, order_id: int
+) -> Sequence[Enrollment]:
+    query = select(Enrollment).where(Enrollment.shop_id == shop_id, Enrollment.order_id == order_id)
+    return (await session.exec(query)).all()
+
+
+async def latest_enrollment_for_email(
+    session: AsyncSession, shop_id: int, flow: str, email: str
+) -> Enrollment | None:
+    query = (
+        select(Enrollment)
+        .where(Enrollment.shop_id == shop_id, Enrollment.flow == flow, Enrollment.email == email)
+        .order_by(col(Enrollment.created_at).desc())
+        .limit(1)
+    )
+    return (await session.exec(query)).first()
+
+
+async def last_marketing_sent(
+    session: AsyncSession, shop_id: int, email: str, *, other_than_flow: str
+) -> datetime | None:
+    """When another flow last sent this customer a marketing email (smart sending)."""
+    query = (
+        select(func.max(Send.sent_at))
+        .join(Enrollment, col(Enrollment.id) == Send.enrollment_id)
+        .where(
+            Send.shop_id == shop_id,
+            Send.email == email,
+            Send.status == SendStatus.SENT,
+            col(Send.marketing).is_(True),
+            Enrollment.flow != other_than_flow,
+        )
+    )
+    return (await session.exec(query)).first()
+
+
+async def last_offer_sent(
+    session: AsyncSession, shop_id: int, email: str, since: datetime
+) -> datetime | None:
+    query = select(func.max(Send.sent_at)).where(
+        Send.shop_id == shop_id,
+        Send.email == email,
+        Send.status == SendStatus.SENT,
+        col(Send.discount_code).is_not(None),
+        col(Send.sent_at) >= since,
+    )
+    return (await session.exec(query)).first()
+
+
+async def codes_sent_to(session: AsyncSession, shop_id: int, email: str) -> set[str]:
+    query = select(Send.discount_code).where(
+        Send.shop_id == shop_id,
+        Send.email == email,
+        Send.status == SendStatus.SENT,
+        col(Send.discount_code).is_not(None),
+    )
+    return {code.lower() for code in (await session.exec(query)).all() if code}
+
+
+async def click_count(session: AsyncSession, enrollment_id: int) -> int:
+    query = (
+        select(func.count(col(Click.id)))
+        .join(Send, col(Send.id) == Click.send_id)
+        .where(Send.enrollment_id == enrollment_id)
+    )
+    return int((await session.exec(query)).one())
+
+
+async def record_skip(
+    session: AsyncSession,
+    enrollment: Enrollment,
+    step: int,
+    reason: str,
+    variant: str | None = None,
+) -> None:
+    """A step passed over because its conditions did not hold: kept, with why, for the admin."""
+    assert enrollment.id is not None
+    statement = (
+        insert_for(session, Send)
+        .values(
+            shop_id=enrollment.shop_id,
+            enrollment_id=enrollment.id,
+            step=step,
+            email=enrollment.email,
+            status=SendStatus.SKIPPED,
+            error=reason,
+            marketing=False,
+            variant=variant,
+        )
+        .on_conflict_do_nothing(index_elements=["enrollment_id", "step"])
+    )
+    await session.exec(statement)
+
+
+async def record_nps(session: AsyncSession, send: Send, score: int) -> None:
+    """The customer's score; clicking another one changes it."""
+    assert send.id is not None
+    insert = insert_for(session, NpsAnswer).values(
+        shop_id=send.shop_id, send_id=send.id, score=score, answered_at=utcnow()
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["send_id"],
+        set_={"score": insert.excluded.score, "answered_at": insert.excluded.answered_at},
+    )
+    await session.exec(statement)
 
 
 async def enrollments_settled_by_order(
@@ -56,8 +189,9 @@ async def enrollments_settled_by_order(
     email: str | None,
     placed_at: datetime,
 ) -> Sequence[Enrollment]:
-    """Enrollments an order settles: its own checkout or cart, or the same customer's earlier
-    carts. Those already ended by the checkout's own completion count too, for attribution."""
+    """Enrollments an order may settle: its own checkout or cart, or the same customer's earlier
+    ones (their flows' exit rules decide). Those already ended by the checkout's own completion
+    count too, for attribution."""
     matches: list[ColumnElement[bool]] = [col(Enrollment.checkout_id).in_(checkout_ids)]
     if email:
         matches.append((col(Enrollment.email) == email) & (col(Enrollment.created_at) <= placed_at))
@@ -105,7 +239,14 @@ async def has_sends(session: AsyncSession, enrollment_id: int) -> bool:
     return (await session.exec(query)).first() is not None
 
 
-async def claim_send(session: AsyncSession, enrollment: Enrollment, step: int) -> Send | None:
+async def has_send(session: AsyncSession, enrollment_id: int, step: int) -> bool:
+    query = select(Send.id).where(Send.enrollment_id == enrollment_id, Send.step == step)
+    return (await session.exec(query.limit(1))).first() is not None
+
+
+async def claim_send(
+    session: AsyncSession, enrollment: Enrollment, step: int, *, marketing: bool = True
+) -> Send | None:
     """Insert the unique claim on this step's email; None when it was claimed before."""
     assert enrollment.id is not None
     statement = (
@@ -116,11 +257,13 @@ async def claim_send(session: AsyncSession, enrollment: Enrollment, step: int) -
             step=step,
             email=enrollment.email,
             status=SendStatus.SENDING,
+            marketing=marketing,
         )
         .on_conflict_do_nothing(index_elements=["enrollment_id", "step"])
+        # RETURNING, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT.
+        .returning(Send.id)
     )
-    result = await session.exec(statement)
-    if not result.rowcount:
+    if (await session.exec(statement)).scalar_one_or_none() is None:
         return None
     query = select(Send).where(Send.enrollment_id == enrollment.id, Send.step == step)
     return (await session.exec(query)).one()
@@ -136,6 +279,62 @@ async def sends_for_enrollment(session: AsyncSession, enrollment_id: int) -> Seq
     return (await session.exec(query)).all()
 
 
-def add_click(session: AsyncSession, send: Send) -> None:
+def add_click(session: AsyncSession, send: Send, url: str | None = None) -> None:
     assert send.id is not None
-    session.add(Click(shop_id=send.shop_id, send_id=send.id))
+    session.add(Click(shop_id=send.shop_id, send_id=send.id, url=url))
+
+
+def add_open(session: AsyncSession, send: Send) -> None:
+    assert send.id is not None
+    session.add(Open(shop_id=send.shop_id, send_id=send.id))
+
+
+async def save_preference(
+    session: AsyncSession, shop_id: int, email: str, key: str, value: str
+) -> None:
+    insert = insert_for(session, CustomerPreference).values(
+        shop_id=shop_id, email=email, key=key, value=value, answered_at=utcnow()
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["shop_id", "email", "key"],
+        set_={"value": insert.excluded.value, "answered_at": insert.excluded.answered_at},
+    )
+    await session.exec(statement)
+
+
+async def preferences(session: AsyncSession, shop_id: int, email: str) -> dict[str, str]:
+    query = select(CustomerPreference).where(
+        CustomerPreference.shop_id == shop_id, CustomerPreference.email == email
+    )
+    return {p.key: p.value for p in (await session.exec(query)).all()}
+
+
+async def recent_activity(
+    session: AsyncSession, shop_id: int, limit: int
+) -> Sequence[tuple[Send, Enrollment]]:
+    """The shop's latest sends (sent, skipped, failed) with their enrollments, newest first."""
+    query = (
+        select(Send, Enrollment)
+        .join(Enrollment, col(Enrollment.id) == Send.enrollment_id)
+        .where(Send.shop_id == shop_id)
+        .order_by(col(Send.claimed_at).desc(), col(Send.id).desc())
+        .limit(limit)
+    )
+    return (await session.exec(query)).all()
+
+
+async def waiting_enrollments(
+    session: AsyncSession, shop_id: int, limit: int
+) -> Sequence[Enrollment]:
+    """Running enrollments whose next step waits for something: a parcel, the morning."""
+    query = (
+        select(Enrollment)
+        .where(
+            Enrollment.shop_id == shop_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            col(Enrollment.waiting_for).is_not(None),
+        )
+        .order_by(col(Enrollment.updated_at).desc())
+        .limit(limit)
+    )
+    return (await session.exec(query)).all()

@@ -1,7 +1,8 @@
-"""Merchant-facing flow settings: defaults for a new shop, on/off, step delays."""
+"""Merchant-facing flow settings: defaults for a new shop, on/off, steps and settings. Every
+edit is validated as a whole and bumps the flow's version; running enrollments keep theirs."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -10,15 +11,23 @@ from app.commerce.offers import Offer, OfferError
 from app.db import utcnow
 from app.shops.models import Shop
 from flows import engine, repository
-from flows.definitions import DEFAULT_FLOWS, FLOW_NAMES, MAX_DELAY
+from flows.definitions import (
+    DEFAULT_SETTINGS,
+    DEFAULT_STEPS,
+    FLOW_NAMES,
+    MAX_DELAY,
+    FlowDefinitionError,
+    settings_for,
+    validate_settings,
+    validate_steps,
+)
 from flows.models import Flow
 
 DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-
-class FlowSettingError(ValueError):
-    """A flow edit that cannot be applied; the message says why."""
+# One error type for every refused edit, whether the CLI or the admin made it.
+FlowSettingError = FlowDefinitionError
 
 
 def parse_duration(text: str) -> int:
@@ -28,7 +37,7 @@ def parse_duration(text: str) -> int:
         raise FlowSettingError(f"{text!r} is not a duration like 0s, 90m, 24h or 3d")
     seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
     if seconds > MAX_DELAY:
-        raise FlowSettingError(f"{text!r} is longer than the longest delay, 90 days")
+        raise FlowSettingError(f"{text!r} is longer than the longest delay, a year")
     return seconds
 
 
@@ -41,10 +50,21 @@ def format_duration(seconds: int) -> str:
 
 async def install_defaults(session: AsyncSession, shop: Shop) -> None:
     assert shop.id is not None
-    for name, steps in DEFAULT_FLOWS.items():
+    for name, steps in DEFAULT_STEPS.items():
         if await repository.get_flow(session, shop.id, name) is None:
-            session.add(Flow(shop_id=shop.id, name=name, steps=[dict(step) for step in steps]))
+            flow = Flow(
+                shop_id=shop.id,
+                name=name,
+                steps=[dict(step) for step in steps],
+                settings=dict(DEFAULT_SETTINGS[name]),
+            )
+            session.add(flow)
     await session.flush()
+
+
+async def shop_flow(session: AsyncSession, shop: Shop, name: str) -> Flow:
+    """The shop's flow by name, or a FlowSettingError that lists the flows there are."""
+    return await _flow(session, shop, name)
 
 
 async def _flow(session: AsyncSession, shop: Shop, name: str) -> Flow:
@@ -57,18 +77,42 @@ async def _flow(session: AsyncSession, shop: Shop, name: str) -> Flow:
     return flow
 
 
-async def set_step_delay(
-    session: AsyncSession, shop: Shop, name: str, step: int, delay: int
+async def _edit_step(
+    session: AsyncSession,
+    shop: Shop,
+    name: str,
+    step: int,
+    change: Callable[[dict[str, Any]], None],
 ) -> Flow:
-    """Set step `step` (1-based, as merchants count) of a flow; applies to new enrollments."""
+    """Apply `change` to step `step` (1-based, as merchants count) of a copy, validate the whole
+    flow, and only then keep it: a refused edit changes nothing."""
     flow = await _flow(session, shop, name)
     if not 1 <= step <= len(flow.steps):
         raise FlowSettingError(f"{name} has steps 1 to {len(flow.steps)}, not {step}")
     steps = [dict(existing) for existing in flow.steps]
-    steps[step - 1]["delay"] = delay
+    change(steps[step - 1])
+    validate_steps(name, steps)
     flow.steps = steps  # a new list, so the JSON column is seen as changed
-    flow.updated_at = utcnow()
+    _bump(flow)
     return flow
+
+
+def _bump(flow: Flow) -> None:
+    flow.version += 1
+    flow.updated_at = utcnow()
+
+
+async def set_step_delay(
+    session: AsyncSession, shop: Shop, name: str, step: int, delay: int
+) -> Flow:
+    """Set a step's delay; applies to new enrollments."""
+    return await _edit_step(session, shop, name, step, lambda s: s.update(delay=delay))
+
+
+async def set_step_enabled(
+    session: AsyncSession, shop: Shop, name: str, step: int, enabled: bool
+) -> Flow:
+    return await _edit_step(session, shop, name, step, lambda s: s.update(enabled=enabled))
 
 
 def parse_offer(text: str) -> dict[str, Any] | None:
@@ -92,16 +136,58 @@ def parse_offer(text: str) -> dict[str, Any] | None:
 async def set_step_offer(
     session: AsyncSession, shop: Shop, name: str, step: int, offer: dict[str, Any] | None
 ) -> Flow:
-    """Give step `step` (1-based) an offer, or take it away; applies to new enrollments."""
+    """Give a step an offer, or take it away; applies to new enrollments."""
+
+    def change(existing: dict[str, Any]) -> None:
+        existing.pop("offer", None)
+        existing.pop("offers", None)
+        if offer:
+            existing["offer"] = offer
+
+    return await _edit_step(session, shop, name, step, change)
+
+
+async def set_step_words(
+    session: AsyncSession,
+    shop: Shop,
+    name: str,
+    step: int,
+    lang: str,
+    subject: str | None,
+    intro: str | None,
+) -> Flow:
+    """The merchant's own subject and opening for one language ("" takes either back)."""
+
+    def change(existing: dict[str, Any]) -> None:
+        overrides = {k: dict(v) for k, v in (existing.get("overrides") or {}).items()}
+        words = overrides.setdefault(lang, {})
+        for key, value in (("subject", subject), ("intro", intro)):
+            if value == "":
+                words.pop(key, None)
+            elif value is not None:
+                words[key] = value
+        existing["overrides"] = {k: v for k, v in overrides.items() if v}
+
+    return await _edit_step(session, shop, name, step, change)
+
+
+async def set_steps(
+    session: AsyncSession, shop: Shop, name: str, steps: list[dict[str, Any]]
+) -> Flow:
+    """Replace a flow's steps wholesale (the admin's editor); refused unless all are valid."""
     flow = await _flow(session, shop, name)
-    if not 1 <= step <= len(flow.steps):
-        raise FlowSettingError(f"{name} has steps 1 to {len(flow.steps)}, not {step}")
-    steps = [dict(existing) for existing in flow.steps]
-    steps[step - 1].pop("offer", None)
-    if offer:
-        steps[step - 1]["offer"] = offer
-    flow.steps = steps
-    flow.updated_at = utcnow()
+    validate_steps(name, steps)
+    flow.steps = [dict(step) for step in steps]
+    _bump(flow)
+    return flow
+
+
+async def set_setting(session: AsyncSession, shop: Shop, name: str, key: str, value: Any) -> Flow:
+    flow = await _flow(session, shop, name)
+    settings = {**settings_for(name, flow.settings), key: value}
+    validate_settings(name, settings)
+    flow.settings = settings
+    _bump(flow)
     return flow
 
 
@@ -115,7 +201,7 @@ async def set_delays(session: AsyncSession, shop: Shop, name: str, delays: Seque
 async def set_enabled(session: AsyncSession, shop: Shop, name: str, enabled: bool) -> Flow:
     flow = await _flow(session, shop, name)
     flow.enabled = enabled
-    flow.updated_at = utcnow()
+    _bump(flow)
     return flow
 
 

@@ -10,7 +10,8 @@ from app.db import sessionmaker, utcnow
 from app.inbox import repository as inbox
 from app.inbox.tasks import ingest_job_id
 from app.queue import Jobs
-from flows import engine, repository
+from app.shops import repository as shops
+from flows import engine, repository, winback
 
 log = logging.getLogger("rebound.flows")
 
@@ -50,3 +51,18 @@ async def sweep(ctx: dict[str, object]) -> str:
     count = len(jobs.pending)
     await jobs.enqueue(redis)
     return f"{count} job(s) offered"
+
+
+async def winback_scan(ctx: dict[str, object]) -> str:
+    """Daily: every installed shop's lapsed customers start win-back."""
+    redis = ctx["redis"]
+    assert isinstance(redis, ArqRedis)
+    now = utcnow()
+    async with sessionmaker()() as session:
+        shop_ids = [
+            shop.id for shop in await shops.list_all(session) if shop.id and not shop.uninstalled_at
+        ]
+    started = 0
+    for shop_id in shop_ids:
+        started += await winback.scan_shop(shop_id, now, redis)
+    return f"{started} customer(s) started win-back in {len(shop_ids)} shop(s)"

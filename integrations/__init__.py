@@ -28,22 +28,26 @@ def events(platform: str, topic: str, payload: Any) -> list[Event]:
     return to_events(topic, payload)
 
 
-VariantLookup = Callable[[Shop, list[str]], Awaitable[dict[str, VariantDetails] | None]]
+# Variant id -> its product's id (None when unknown): some platforms look variants up by product.
+VariantRefs = dict[str, str | None]
+VariantLookup = Callable[[Shop, VariantRefs], Awaitable[dict[str, VariantDetails] | None]]
 _VARIANTS: dict[str, VariantLookup] = {
     shopify_webhooks.PLATFORM: shopify_catalog.variant_details,
     woocommerce_webhooks.PLATFORM: woocommerce_catalog.variant_details,
 }
 _PERMALINKS: dict[str, Callable[[Shop, list[tuple[str, int]]], str | None]] = {
-    shopify_webhooks.PLATFORM: shopify_catalog.cart_permalink
+    shopify_webhooks.PLATFORM: shopify_catalog.cart_permalink,
+    woocommerce_webhooks.PLATFORM: woocommerce_catalog.cart_permalink,
 }
 
 
-async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, VariantDetails]:
+async def variant_details(shop: Shop, refs: VariantRefs) -> dict[str, VariantDetails]:
     """Current details of these variants, from the cache or the shop's platform."""
     assert shop.id is not None
-    known, missing = catalog.cached(shop.id, variant_ids)
+    known, missing = catalog.cached(shop.id, list(refs))
     lookup = _VARIANTS.get(shop.platform)
-    found = await lookup(shop, missing) if missing and lookup is not None else None
+    wanted = {variant: refs[variant] for variant in missing}
+    found = await lookup(shop, wanted) if wanted and lookup is not None else None
     if found is not None:  # None: the store could not be asked; ask again next time
         catalog.remember(shop.id, found)
         known.update(found)
@@ -60,8 +64,10 @@ _DISCOUNTS: dict[str, Callable[[Shop, DiscountCode, str | None], Awaitable[str |
     shopify_webhooks.PLATFORM: shopify_catalog.create_discount,
     woocommerce_webhooks.PLATFORM: woocommerce_catalog.create_discount,
 }
-_APPLY_DISCOUNT: dict[str, Callable[[str, str], str]] = {
-    shopify_webhooks.PLATFORM: shopify_catalog.apply_discount
+DiscountApplier = Callable[[Shop, str, str, str], Awaitable[str]]
+_APPLY_DISCOUNT: dict[str, DiscountApplier] = {
+    shopify_webhooks.PLATFORM: shopify_catalog.apply_discount,
+    woocommerce_webhooks.PLATFORM: woocommerce_catalog.apply_discount,
 }
 
 
@@ -74,7 +80,8 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
     return await create(shop, discount, email)
 
 
-def apply_discount(shop: Shop, url: str, code: str) -> str:
-    """A link that applies the code on the way to `url`, where the platform has one."""
+async def apply_discount(shop: Shop, checkout_token: str, url: str, code: str) -> str:
+    """Where the shopper goes so that the code is applied on the way to `url` (the platform may
+    apply it to the checkout itself first)."""
     apply = _APPLY_DISCOUNT.get(shop.platform)
-    return apply(url, code) if apply else url
+    return await apply(shop, checkout_token, url, code) if apply else url

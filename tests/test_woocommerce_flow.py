@@ -22,7 +22,7 @@ from flows import service as flows_service
 from flows.models import Enrollment, EnrollmentStatus
 from flows.tasks import sweep
 from integrations.woocommerce.standin import WooCommerceStandin, order_payload, serve
-from tests.conftest import Mailbox, wait_for
+from tests.conftest import Mailbox, wait_for, without_utm
 
 DOMAIN = "wool.example"
 STORE = f"https://{DOMAIN}"
@@ -146,7 +146,7 @@ async def test_abandoned_pending_order_gets_one_email_that_lands_on_order_pay(
     link = text.split("https://rebound.test")[1].split()[0]
     restored = await server.get(link)
     assert restored.status_code == 303
-    assert restored.headers["location"] == order["payment_url"]
+    assert without_utm(restored.headers["location"]) == order["payment_url"]
 
     await woo.fire(DOMAIN, "order.updated", pending_order("processing", later=60))
     await wait_for(processed)
@@ -168,7 +168,9 @@ async def test_payment_before_the_first_email_means_no_email(
     await woo.fire(DOMAIN, "order.updated", pending_order("processing", later=60))
     await wait_for(processed)
     async with sessionmaker()() as session:
-        enrollment = (await session.exec(select(Enrollment))).one()
+        enrollment = (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).one()
         enrollment.due_at = datetime.now(UTC)
         await session.commit()
     await sweep({"redis": redis})
@@ -176,7 +178,9 @@ async def test_payment_before_the_first_email_means_no_email(
 
     assert mailbox.messages == []
     async with sessionmaker()() as session:
-        enrollment = (await session.exec(select(Enrollment))).one()
+        enrollment = (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).one()
     assert enrollment.status == EnrollmentStatus.EXITED and enrollment.exit_reason == "purchased"
 
 
@@ -216,10 +220,15 @@ def test_flows_know_no_platform() -> None:
         assert "integrations.shopify" not in source, module.name
 
 
-async def test_a_cart_of_variations_still_gets_its_reminder(
+async def test_a_cart_of_variations_shows_each_variation_as_the_store_has_it_now(
     server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
 ) -> None:
-    """Variation ids are not product ids: not finding them as products must not read as gone."""
+    """Variation ids are not product ids: they are read from their product's variations."""
+    woo.add_product(DOMAIN, product_id=22, name="Ship Your Idea", price="12.00")
+    woo.add_variation(
+        DOMAIN, 22, variation_id=23, attributes={"Size": "M"}, price="10.00",
+        image_url=f"{STORE}/wp-content/uploads/idea-m.jpg", image_alt="Ship Your Idea, size M",
+    )  # fmt: skip
     await connect(server, woo)
     order = pending_order(
         line_items=[
@@ -231,5 +240,55 @@ async def test_a_cart_of_variations_still_gets_its_reminder(
     await woo.fire(DOMAIN, "order.created", order)
 
     await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages))
+    message = mailbox.messages[0]
+    text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert "Ship Your Idea x 1: $10.00" in text  # the variation's price today, not the cart's
+    assert "idea-m.jpg" in html and 'alt="Ship Your Idea, size M"' in html
+    paths = [r["path"] for r in woo.requests(DOMAIN) if r["method"] == "GET"]
+    assert "/products/22/variations" in paths
+
+
+async def test_the_offer_coupon_is_on_the_pending_order_when_the_restore_link_lands(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
+) -> None:
+    shop = await connect(server, woo)
+    async with sessionmaker()() as session:
+        await flows_service.set_step_offer(
+            session, shop, "abandoned_cart", 1, flows_service.parse_offer("10%")
+        )
+        await session.commit()
+    order = woo.add_order(DOMAIN, **pending_order_fields())
+
+    await woo.fire(DOMAIN, "order.created", order)
+
+    await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages))
     text = mailbox.messages[0].get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Ship Your Idea" in text and "$12.00" in text
+    (coupon,) = woo.coupons(DOMAIN)
+    assert f"use code {coupon['code']}" in text.lower()  # WooCommerce keeps codes in lower case
+    assert coupon["email_restrictions"] == ["astrid@example.com"] and coupon["usage_limit"] == 1
+    link = text.split("https://rebound.test")[1].split()[0]
+    for _ in range(2):  # a second click finds the coupon there and changes nothing
+        restored = await server.get(link)
+        assert restored.status_code == 303
+        assert without_utm(restored.headers["location"]) == order["payment_url"]
+
+    paid_for = woo.stores[DOMAIN].orders[727]
+    assert [line["code"] for line in paid_for["coupon_lines"]] == [coupon["code"]]
+    assert paid_for["total"] == "22.50"  # 2 × 12.50, less 10 %
+    puts = [r for r in woo.requests(DOMAIN) if r["method"] == "PUT"]
+    assert [r["path"] for r in puts] == ["/orders/727"]
+
+
+def pending_order_fields() -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "order_id": 727,
+        "status": "pending",
+        "billing": {"first_name": "Astrid", "email": "astrid@example.com"},
+        "line_items": [
+            {"product_id": 93, "variation_id": 0, "name": "Wool Socks", "quantity": 2,
+             "price": "12.50"}
+        ],
+        "created_at": now,
+    }  # fmt: skip

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from app.commerce.events import CheckoutChanged, CheckoutClosed, InvalidPayload, OrderPlaced
+from app.commerce.events import (
+    CheckoutChanged,
+    CheckoutClosed,
+    InvalidPayload,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRefunded,
+    OrderShipped,
+    Tracking,
+)
 from integrations.woocommerce import webhooks
 
 DOCUMENTED = json.loads(
@@ -52,14 +61,102 @@ def test_a_checkout_draft_is_restored_by_rebuilding_its_cart() -> None:
 
 
 @pytest.mark.parametrize("status", ["cancelled", "trash"])
-def test_cancelled_orders_close_their_checkout(status: str) -> None:
-    assert webhooks.events("order.updated", order(status=status)) == [CheckoutClosed("order-727")]
+def test_an_unpaid_cancelled_order_only_closes_its_checkout(status: str) -> None:
+    unpaid = order(status=status, date_paid=None, date_paid_gmt=None)
+    assert webhooks.events("order.updated", unpaid) == [CheckoutClosed("order-727")]
 
 
-def test_deleted_orders_close_their_checkout_and_refunds_change_nothing() -> None:
+def test_a_paid_order_cancelled_is_recorded_as_bought_then_cancelled() -> None:
+    closed, placed, cancelled = webhooks.events("order.updated", order(status="cancelled"))
+
+    assert closed == CheckoutClosed("order-727")
+    assert isinstance(placed, OrderPlaced) and placed.platform_id == "727"
+    assert cancelled == OrderCancelled("727", datetime(2017, 3, 22, 19, 28, 8, tzinfo=UTC))
+
+
+def test_deleted_orders_close_their_checkout_and_customers_mean_nothing_yet() -> None:
     assert webhooks.events("order.deleted", {"id": 727}) == [CheckoutClosed("order-727")]
-    assert webhooks.events("order.updated", order(status="refunded")) == []
     assert webhooks.events("customer.updated", {"id": 1}) == []
+
+
+def test_each_listed_refund_is_one_refund_of_its_positive_amount() -> None:
+    refunds = [{"id": 730, "reason": "", "total": "-10.00"}, {"id": 731, "total": "-5.35"}]
+    placed, *found = webhooks.events("order.updated", order(refunds=refunds))
+
+    assert isinstance(placed, OrderPlaced)
+    assert [(r.refund_id, r.amount) for r in found if isinstance(r, OrderRefunded)] == [
+        ("730", "10.00"),
+        ("731", "5.35"),
+    ]
+
+
+def test_a_refunded_order_without_refund_records_is_refunded_in_full() -> None:
+    _, refund = webhooks.events("order.updated", order(status="refunded", refunds=[]))
+
+    assert isinstance(refund, OrderRefunded) and refund.amount == "29.35"
+
+
+def test_a_paid_order_carries_its_items_and_destination() -> None:
+    (placed,) = webhooks.events("order.updated", order())
+
+    assert isinstance(placed, OrderPlaced)
+    assert [(i.title, i.quantity, i.variant_id, i.product_id) for i in placed.line_items] == [
+        ("Woo Single #1", 2, "93", "93"),
+        ("Ship Your Idea &ndash; Color: Black, Size: M Test", 1, "23", "22"),
+    ]
+    assert placed.shipping_country == "US"
+
+
+def tracking_meta(*entries: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"id": 9001, "key": "_wc_shipment_tracking_items", "value": list(entries)}]
+
+
+def test_a_completed_order_is_shipped_with_its_shipment_tracking_numbers() -> None:
+    completed = order(
+        status="completed",
+        date_completed_gmt="2017-03-24T10:00:00",
+        meta_data=tracking_meta(
+            {
+                "tracking_provider": "usps",
+                "custom_tracking_provider": "",
+                "custom_tracking_link": "",
+                "tracking_number": "9400 1000",
+                "date_shipped": "1490313600",
+                "tracking_id": "a1b2",
+            },
+            {
+                "tracking_provider": "",
+                "custom_tracking_provider": "Dropp",
+                "custom_tracking_link": "https://dropp.is/track/DR157",
+                "tracking_number": "DR157",
+            },
+            {
+                "tracking_provider": "",
+                "custom_tracking_link": "javascript:alert(1)",
+                "tracking_number": "X1",
+            },
+        ),
+    )
+    placed, shipped = webhooks.events("order.updated", completed)
+
+    assert isinstance(placed, OrderPlaced) and isinstance(shipped, OrderShipped)
+    assert shipped.order_id == "727" and shipped.shipment_id == "completed"
+    assert shipped.shipped_at == datetime(2017, 3, 24, 10, 0, tzinfo=UTC)
+    assert shipped.tracking == (
+        Tracking(
+            "USPS",
+            "9400 1000",
+            "https://tools.usps.com/go/TrackConfirmAction_input?qtc_tLabels1=9400%201000",
+        ),
+        Tracking("Dropp", "DR157", "https://dropp.is/track/DR157"),
+        Tracking(None, "X1", None),  # a script link never reaches an email
+    )
+
+
+def test_a_completed_order_without_the_extension_is_shipped_without_tracking() -> None:
+    _, shipped = webhooks.events("order.updated", order(status="completed"))
+
+    assert isinstance(shipped, OrderShipped) and shipped.tracking == ()
 
 
 @pytest.mark.parametrize(

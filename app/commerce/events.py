@@ -46,6 +46,45 @@ class OrderPlaced:
     currency: str
     total_price: str
     placed_at: datetime
+    line_items: list[LineItem] = field(default_factory=list)
+    shipping_country: str | None = None  # ISO 3166-1 alpha-2, where the parcel goes
+    locale: str | None = None  # the customer's language, when the platform knows it
+    discount_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tracking:
+    company: str | None
+    number: str | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class OrderShipped:
+    """Part or all of an order left the warehouse (a fulfilment). `shipment_id` names it within
+    the order, so a repeated or updated fulfilment is one shipment."""
+
+    order_id: str  # the platform's order id
+    shipment_id: str
+    shipped_at: datetime
+    tracking: tuple[Tracking, ...] = ()
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderCancelled:
+    order_id: str
+    cancelled_at: datetime
+
+
+@dataclass(frozen=True)
+class OrderRefunded:
+    """Money went back: one refund, named by the platform so a repeated delivery counts once."""
+
+    order_id: str
+    refund_id: str
+    amount: str  # positive decimal string, in the order's currency
+    refunded_at: datetime
 
 
 @dataclass(frozen=True)
@@ -86,11 +125,15 @@ class ShopRedacted:
     """Everything held for the shop is to be deleted."""
 
 
-CommerceEvent = CheckoutChanged | CheckoutClosed | OrderPlaced
+OrderChanged = OrderShipped | OrderCancelled | OrderRefunded
+CommerceEvent = CheckoutChanged | CheckoutClosed | OrderPlaced | OrderChanged
 Event = (
     CheckoutChanged
     | CheckoutClosed
     | OrderPlaced
+    | OrderShipped
+    | OrderCancelled
+    | OrderRefunded
     | ShopUninstalled
     | CustomerDataRequested
     | CustomerRedacted

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.db import utcnow
@@ -36,7 +36,11 @@ class Checkout(SQLModel, table=True):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("shop_id", "platform_id"),)
+    __table_args__ = (
+        UniqueConstraint("shop_id", "platform_id"),
+        # A customer's orders in time order: win-back's lapse scan and RFM read them this way.
+        Index("ix_orders_shop_email_placed", "shop_id", "email", "placed_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     shop_id: int = Field(foreign_key="shops.id", index=True)
@@ -49,4 +53,55 @@ class Order(SQLModel, table=True):
     currency: str = Field(max_length=3)
     total_price: str
     placed_at: datetime
+    line_items: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    shipping_country: str | None = Field(default=None, max_length=2)
+    locale: str | None = Field(default=None, max_length=32)
+    discount_codes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    cancelled_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Shipment(SQLModel, table=True):
+    """A fulfilment of an order, with its tracking. Keyed by the platform's order id rather than
+    the order row: a fulfilment webhook may arrive before the order's."""
+
+    __tablename__ = "shipments"
+    __table_args__ = (UniqueConstraint("shop_id", "order_platform_id", "platform_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id", index=True)
+    order_platform_id: str = Field(max_length=64)
+    platform_id: str = Field(max_length=64)
+    tracking: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    shipped_at: datetime
+    delivered_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Refund(SQLModel, table=True):
+    """Money returned on an order; like shipments, keyed by the platform's order id."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("shop_id", "order_platform_id", "platform_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id", index=True)
+    order_platform_id: str = Field(max_length=64)
+    platform_id: str = Field(max_length=64)
+    amount: str  # decimal string
+    refunded_at: datetime
+
+
+class OrderItem(SQLModel, table=True):
+    """One product line of an order, as rows: "bought together" is a join on these."""
+
+    __tablename__ = "order_items"
+    __table_args__ = (Index("ix_order_items_shop_product", "shop_id", "product_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shop_id: int = Field(foreign_key="shops.id")
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    email: str | None = Field(default=None, max_length=320)
+    product_id: str = Field(max_length=64)
+    variant_id: str | None = Field(default=None, max_length=64)
+    title: str = Field(max_length=512)

@@ -1,13 +1,23 @@
 """Every query on checkouts and orders."""
 
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, or_
+from sqlalchemy import ColumnElement, func, or_, true
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.commerce.events import CheckoutChanged, OrderPlaced
-from app.commerce.models import Checkout, Order
+from app.commerce.events import (
+    CheckoutChanged,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRefunded,
+    OrderShipped,
+)
+from app.commerce.models import Checkout, Order, OrderItem, Refund, Shipment
 from app.db import insert_for, utcnow
 
 
@@ -78,15 +88,35 @@ async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) 
         "currency": event.currency,
         "total_price": event.total_price,
         "placed_at": event.placed_at,
+        "line_items": [asdict(item) for item in event.line_items],
+        "shipping_country": event.shipping_country,
+        "locale": event.locale,
+        "discount_codes": [code.lower() for code in event.discount_codes],
     }
     statement = (
         insert_for(session, Order)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["shop_id", "platform_id"])
+        .returning(Order.id)  # RETURNING, not rowcount: psycopg reports -1 for this INSERT
     )
-    await session.exec(statement)
+    inserted = (await session.exec(statement)).scalar_one_or_none()
     query = select(Order).where(Order.shop_id == shop_id, Order.platform_id == event.platform_id)
-    return (await session.exec(query)).one()
+    order = (await session.exec(query)).one()
+    if inserted is not None:  # a new order: its products join the "bought together" data
+        assert order.id is not None
+        for item in event.line_items:
+            if item.product_id:
+                session.add(
+                    OrderItem(
+                        shop_id=shop_id,
+                        order_id=order.id,
+                        email=order.email,
+                        product_id=item.product_id,
+                        variant_id=item.variant_id,
+                        title=item.title[:512],
+                    )
+                )
+    return order
 
 
 async def order_for_checkout(session: AsyncSession, checkout: Checkout) -> Order | None:
@@ -117,3 +147,144 @@ async def checkout_ids_for_order(session: AsyncSession, order: Order) -> list[in
         return []
     query = select(Checkout.id).where(Checkout.shop_id == order.shop_id, or_(*matches))
     return [checkout_id for checkout_id in (await session.exec(query)).all() if checkout_id]
+
+
+async def get_order(session: AsyncSession, shop_id: int, platform_id: str) -> Order | None:
+    query = select(Order).where(Order.shop_id == shop_id, Order.platform_id == platform_id)
+    return (await session.exec(query)).first()
+
+
+async def record_cancellation(session: AsyncSession, shop_id: int, event: OrderCancelled) -> None:
+    order = await get_order(session, shop_id, event.order_id)
+    if order is not None and order.cancelled_at is None:
+        order.cancelled_at = event.cancelled_at
+
+
+async def record_refund(session: AsyncSession, shop_id: int, event: OrderRefunded) -> None:
+    values = {
+        "shop_id": shop_id,
+        "order_platform_id": event.order_id,
+        "platform_id": event.refund_id,
+        "amount": event.amount,
+        "refunded_at": event.refunded_at,
+    }
+    statement = (
+        insert_for(session, Refund)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["shop_id", "order_platform_id", "platform_id"])
+    )
+    await session.exec(statement)
+
+
+async def refunded_total(session: AsyncSession, order: Order) -> Decimal:
+    query = select(Refund.amount).where(
+        Refund.shop_id == order.shop_id, Refund.order_platform_id == order.platform_id
+    )
+    return sum((Decimal(amount) for amount in (await session.exec(query)).all()), Decimal(0))
+
+
+async def is_fully_refunded(session: AsyncSession, order: Order) -> bool:
+    return await refunded_total(session, order) >= Decimal(order.total_price)
+
+
+async def upsert_shipment(session: AsyncSession, shop_id: int, event: OrderShipped) -> Shipment:
+    """One row per fulfilment; later deliveries add tracking or the delivery date, never remove."""
+    values = {
+        "shop_id": shop_id,
+        "order_platform_id": event.order_id,
+        "platform_id": event.shipment_id,
+        "tracking": [asdict(t) for t in event.tracking],
+        "shipped_at": event.shipped_at,
+        "delivered_at": event.delivered_at,
+        "updated_at": utcnow(),
+    }
+    insert = insert_for(session, Shipment).values(**values)
+    table = Shipment.__table__.c  # type: ignore[attr-defined]
+    updatable = {
+        "delivered_at": func.coalesce(table.delivered_at, insert.excluded.delivered_at),
+        "updated_at": insert.excluded.updated_at,
+    }
+    if event.tracking:
+        updatable["tracking"] = insert.excluded.tracking
+    statement = insert.on_conflict_do_update(
+        index_elements=["shop_id", "order_platform_id", "platform_id"], set_=updatable
+    )
+    await session.exec(statement)
+    query = select(Shipment).where(
+        Shipment.shop_id == shop_id,
+        Shipment.order_platform_id == event.order_id,
+        Shipment.platform_id == event.shipment_id,
+    )
+    shipment = (await session.exec(query)).one()
+    await session.refresh(shipment)
+    return shipment
+
+
+async def shipments_for_order(session: AsyncSession, order: Order) -> list[Shipment]:
+    query = (
+        select(Shipment)
+        .where(Shipment.shop_id == order.shop_id, Shipment.order_platform_id == order.platform_id)
+        .order_by(col(Shipment.shipped_at))
+    )
+    return list((await session.exec(query)).all())
+
+
+async def get_order_by_id(session: AsyncSession, shop_id: int, order_id: int) -> Order | None:
+    query = select(Order).where(Order.shop_id == shop_id, Order.id == order_id)
+    return (await session.exec(query)).first()
+
+
+async def orders_for_email(session: AsyncSession, shop_id: int, email: str) -> Sequence[Order]:
+    query = (
+        select(Order)
+        .where(Order.shop_id == shop_id, Order.email == email)
+        .order_by(col(Order.placed_at))
+    )
+    return (await session.exec(query)).all()
+
+
+async def has_order_since(session: AsyncSession, shop_id: int, email: str, since: datetime) -> bool:
+    query = (
+        select(Order.id)
+        .where(Order.shop_id == shop_id, Order.email == email, col(Order.placed_at) > since)
+        .limit(1)
+    )
+    return (await session.exec(query)).first() is not None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    product_id: str
+    variant_id: str | None
+    title: str
+    together: int  # orders that had it with one of the products asked about
+
+
+async def bought_together(
+    session: AsyncSession, shop_id: int, product_ids: Sequence[str], email: str | None, limit: int
+) -> list[Recommendation]:
+    """Products most often in the same order as any of `product_ids` in this shop, leaving out
+    what this customer ever bought. Counted in SQL over `order_items`."""
+    if not product_ids:
+        return []
+    mine = aliased(OrderItem)
+    other = aliased(OrderItem)
+    owned = select(OrderItem.product_id).where(
+        OrderItem.shop_id == shop_id, OrderItem.email == email
+    )
+    together = func.count(func.distinct(other.order_id))
+    query = (
+        select(other.product_id, func.max(other.variant_id), func.max(other.title), together)
+        .join(mine, (col(mine.order_id) == other.order_id) & (col(mine.shop_id) == other.shop_id))
+        .where(
+            other.shop_id == shop_id,
+            col(mine.product_id).in_(product_ids),
+            col(other.product_id).not_in(product_ids),
+            col(other.product_id).not_in(owned) if email else true(),
+        )
+        .group_by(other.product_id)
+        .order_by(together.desc(), other.product_id)
+        .limit(limit)
+    )
+    rows = (await session.exec(query)).all()
+    return [Recommendation(str(p), v, str(t), int(n)) for p, v, t, n in rows]

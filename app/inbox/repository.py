@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -54,3 +55,16 @@ async def unhandled_before(session: AsyncSession, moment: datetime) -> Sequence[
         InboxEntry.status == InboxStatus.RECEIVED, col(InboxEntry.received_at) < moment
     )
     return [entry_id for entry_id in (await session.exec(query)).all() if entry_id is not None]
+
+
+async def last_received_at(session: AsyncSession, shop_id: int) -> datetime | None:
+    """When the shop's platform last delivered a webhook (the admin's connection status)."""
+    query = select(func.max(InboxEntry.received_at)).where(InboxEntry.shop_id == shop_id)
+    return (await session.exec(query)).first()
+
+
+async def count_with_status(session: AsyncSession, shop_id: int, status: InboxStatus) -> int:
+    query = select(func.count(col(InboxEntry.id))).where(
+        InboxEntry.shop_id == shop_id, InboxEntry.status == status
+    )
+    return int((await session.exec(query)).one())

@@ -10,12 +10,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import integrations
 from app.commerce.events import (
-    CheckoutChanged,
-    CheckoutClosed,
+    CommerceEvent,
     CustomerDataRequested,
     CustomerRedacted,
     InvalidPayload,
-    OrderPlaced,
     ShopUninstalled,
 )
 from app.db import sessionmaker, utcnow
@@ -84,7 +82,7 @@ async def _apply(session: AsyncSession, jobs: Jobs, entry: InboxEntry) -> Erased
     assert shop is not None
     erased = Erased.NOTHING
     for event in integrations.events(entry.platform, entry.topic, payload):
-        if isinstance(event, CheckoutChanged | CheckoutClosed | OrderPlaced):
+        if isinstance(event, CommerceEvent):
             await engine.apply(session, jobs, entry.shop_id, event)
         elif isinstance(event, ShopUninstalled):
             await shops_service.uninstall(session, shop)

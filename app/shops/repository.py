@@ -19,3 +19,9 @@ async def get_by_domain(session: AsyncSession, platform: str, domain: str) -> Sh
 
 async def list_all(session: AsyncSession) -> Sequence[Shop]:
     return (await session.exec(select(Shop).order_by(col(Shop.id)))).all()
+
+
+async def find_by_domain(session: AsyncSession, domain: str) -> Shop | None:
+    """The store with this domain on any platform (a host names one store)."""
+    query = select(Shop).where(Shop.domain == domain.strip().lower()).order_by(col(Shop.id))
+    return (await session.exec(query)).first()

@@ -3,16 +3,19 @@
 import json
 import logging
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import security
 from app.db import utcnow
+from app.mail.transport import transport_from_url
 from app.settings import get_settings
 from app.shops import repository
 from app.shops.models import Shop
 from flows import service as flows_service
+from flows.timing import TimingError, check_timezone, parse_quiet_hours
 
 log = logging.getLogger("rebound.shops")
 
@@ -128,3 +131,109 @@ async def uninstall(session: AsyncSession, shop: Shop) -> None:
     shop.access_token_encrypted = None
     ended = await flows_service.end_all_enrollments(session, shop.id, "uninstalled")
     log.info("shop %s uninstalled Rebound; %s running series ended", shop.domain, ended)
+
+
+class SendingRuleError(ValueError):
+    """A sending rule that cannot be used; the message says why."""
+
+
+def set_sending_rules(
+    shop: Shop,
+    *,
+    quiet_hours: str | None = None,
+    frequency_cap: str | None = None,
+    timezone: str | None = None,
+) -> None:
+    """Quiet hours ("21:00-08:00" or "off"), the cap between two marketing emails to one customer
+    from different flows ("16h" or "off") and the shop's time zone. All checked before any is
+    kept: a refused edit changes nothing."""
+    changes: dict[str, Any] = {}
+    try:
+        if quiet_hours is not None:
+            off = quiet_hours.strip().lower() == "off"
+            changes["quiet_hours"] = None if off else quiet_hours.strip()
+            if not off:
+                parse_quiet_hours(quiet_hours)
+        if frequency_cap is not None:
+            off = frequency_cap.strip().lower() == "off"
+            changes["frequency_cap"] = None if off else flows_service.parse_duration(frequency_cap)
+        if timezone is not None:
+            changes["timezone"] = check_timezone(timezone.strip())
+    except (TimingError, flows_service.FlowSettingError) as exc:
+        raise SendingRuleError(str(exc)) from exc
+    for key, value in changes.items():
+        setattr(shop, key, value)
+
+
+def set_mail_transport(shop: Shop, url: str) -> str:
+    """The shop's own mail transport (MAIL_TRANSPORT's forms, kept encrypted), or "default" for
+    the global one. Checked before it is kept; returns what the shop now uses, without secrets."""
+    if url.strip().lower() == "default":
+        shop.mail_transport_encrypted = None
+        return "default"
+    try:
+        transport_from_url(url, get_settings())
+    except ValueError as exc:
+        raise SendingRuleError(str(exc)) from exc
+    shop.mail_transport_encrypted = security.encrypt(url.strip())
+    return url.strip().partition(":")[0].lower()
+
+
+PROFILE_FIELDS = (
+    "sender_name", "reply_to", "logo_url", "accent_color", "phone", "contact_email", "chat_url",
+)  # fmt: skip
+EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def set_profile(
+    shop: Shop,
+    changes: dict[str, str | None],
+    social: dict[str, str | None] | None = None,
+    tracking: bool | None = None,
+) -> dict[str, Any]:
+    """How the shop's emails look and whom they come from. `None` or "off" clears a field.
+    Everything is checked before anything is kept; returns the profile now in force."""
+    profile = dict(shop.profile or {})
+    for key, raw in changes.items():
+        if key not in PROFILE_FIELDS:
+            raise SendingRuleError(f"no profile field {key!r}; fields: {', '.join(PROFILE_FIELDS)}")
+        value = None if raw is None or raw.strip().lower() == "off" else raw.strip()
+        if value is not None:
+            _check_profile_value(key, value)
+        profile[key] = value
+    networks = dict(profile.get("social") or {})
+    for network, url in (social or {}).items():
+        name = network.strip().lower()
+        if not name.isalnum() or len(name) > 30:
+            raise SendingRuleError(f"{network!r} is not a network name like instagram")
+        if url is None or url.strip().lower() == "off":
+            networks.pop(name, None)
+        else:
+            _check_profile_value("social", url.strip())
+            networks[name] = url.strip()
+    profile["social"] = networks
+    shop.profile = {key: value for key, value in profile.items() if value not in (None, {})}
+    if tracking is not None:
+        shop.tracking = tracking
+    return shop.profile
+
+
+def _check_profile_value(key: str, value: str) -> None:
+    if any(char in value for char in "\r\n"):
+        raise SendingRuleError(f"{key} must be one line")
+    if key in ("reply_to", "contact_email") and not EMAIL.fullmatch(value):
+        raise SendingRuleError(f"{key} must be an email address, not {value!r}")
+    if key in ("logo_url", "chat_url", "social") and not value.startswith("https://"):
+        raise SendingRuleError(f"{key} must be an https:// link, not {value!r}")
+    if key == "accent_color" and not COLOR.fullmatch(value):
+        raise SendingRuleError(f"accent_color must look like #1a2b3c, not {value!r}")
+    if len(value) > 500:
+        raise SendingRuleError(f"{key} is too long")
+
+
+def set_attribution_days(shop: Shop, days: int) -> None:
+    """How long after a click an order still counts for the email: 1 to 30 days."""
+    if isinstance(days, bool) or not 1 <= days <= 30:
+        raise SendingRuleError("attribution_days must be from 1 to 30 days")
+    shop.attribution_days = days

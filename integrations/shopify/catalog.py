@@ -14,14 +14,16 @@ from integrations.shopify import admin
 log = logging.getLogger("rebound.shopify")
 
 
-async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, VariantDetails] | None:
+async def variant_details(
+    shop: Shop, refs: dict[str, str | None]
+) -> dict[str, VariantDetails] | None:
     """Details of the variants the store still has; None when the store cannot be asked, so an
     email goes out with what the checkout said rather than not at all."""
     if not shop.access_token_encrypted:
         return None
     token = security.decrypt(shop.access_token_encrypted)
     try:
-        found = await admin.fetch_variants(shop.domain, token, variant_ids)
+        found = await admin.fetch_variants(shop.domain, token, list(refs))
     except admin.ShopifyTokenRevoked:
         _mark_token_invalid(shop)
         return None
@@ -39,7 +41,7 @@ async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, Varia
         for variant_id, info in found.items()
     }
     # nodes(ids:) answers null for a variant that was deleted: Shopify says it is gone.
-    return {variant_id: details.get(variant_id, GONE) for variant_id in variant_ids}
+    return {variant_id: details.get(variant_id, GONE) for variant_id in refs}
 
 
 def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
@@ -73,7 +75,7 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
     return None
 
 
-def apply_discount(url: str, code: str) -> str:
+async def apply_discount(shop: Shop, checkout_token: str, url: str, code: str) -> str:
     """Shopify's shareable discount link: /discount/CODE?redirect=PATH applies the code, then
     goes on to PATH on the same storefront (here the checkout's recovery page)."""
     parts = urlsplit(url)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.admin.endpoints import NAV
 from app.db import SessionDep
 from app.redis import RedisDep
 from app.settings import get_settings
@@ -27,8 +28,10 @@ from integrations.shopify import admin
 log = logging.getLogger("rebound.shopify")
 router = APIRouter(tags=["shopify install"])
 
-# The fewest scopes that work: checkouts and orders, product data for emails, discount codes.
-SCOPES = "read_orders,read_products,write_discounts"
+# The fewest scopes that work: checkouts, orders and refunds; fulfilments (fulfillments/*
+# webhooks need read_fulfillments, read_orders is not enough); product data for emails;
+# discount codes.
+SCOPES = "read_orders,read_fulfillments,read_products,write_discounts"
 WEBHOOK_TOPICS = [
     "checkouts/create",
     "checkouts/update",
@@ -60,6 +63,14 @@ def _app_config() -> shopify_app.AppConfig:
 
 
 AppConfigDep = Annotated[shopify_app.AppConfig, Depends(_app_config)]
+
+
+def app_config_or_none() -> shopify_app.AppConfig | None:
+    """The app's configuration when this Rebound is a Shopify app; None for self-hosters."""
+    try:
+        return _app_config()
+    except HTTPException:
+        return None
 
 
 def valid_shop(shop: str | None) -> str:
@@ -200,18 +211,27 @@ async def app_home(request: Request, session: SessionDep, config: AppConfigDep) 
         shop = await install(session, domain, token)
         await session.commit()
     headers = dict(result.response.headers)
-    return HTMLResponse(_home_page(shop, config["client_id"]), headers=headers)
+    # The admin's pages find the shop again from these (and a fresh id token App Bridge fetches).
+    kept = {
+        k: request.query_params[k]
+        for k in ("embedded", "shop", "host")
+        if k in request.query_params
+    }
+    return HTMLResponse(_home_page(shop, config["client_id"], urlencode(kept)), headers=headers)
 
 
-def _home_page(shop: Shop, api_key: str) -> str:
-    # The merchant's admin page comes with its own issue; until then, say plainly what runs.
+def _home_page(shop: Shop, api_key: str, query: str) -> str:
+    """Installed: say so, and offer the admin's pages (also as App Bridge's navigation menu)."""
+    links = "".join(f'<a href="{path}?{escape(query)}">{label}</a>' for path, label in NAV[1:])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="shopify-api-key" content="{escape(api_key)}">
 <script src="https://cdn.shopify.com/shopifycloud/app-bridge.js"></script>
 <title>Rebound</title></head>
 <body style="font-family:system-ui,sans-serif;padding:24px">
+<ui-nav-menu><a href="/admin?{escape(query)}" rel="home">Overview</a>{links}</ui-nav-menu>
 <h1>Rebound is installed on {escape(shop.name)}</h1>
 <p>Abandoned-cart reminders are on: shoppers who leave a checkout with their email get up to three
 reminders, 1 hour, 24 hours and 72 hours later, each with a link back to their cart.</p>
+<p><a href="/admin?{escape(query)}">Open Rebound's overview</a></p>
 </body></html>"""

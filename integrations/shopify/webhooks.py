@@ -2,6 +2,8 @@
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import zip_longest
 from typing import Any
 
 from shopify_app import AppConfig, RequestInput, verify_webhook_req
@@ -14,15 +16,22 @@ from app.commerce.events import (
     Event,
     InvalidPayload,
     LineItem,
+    OrderCancelled,
     OrderPlaced,
+    OrderRefunded,
+    OrderShipped,
     ShopRedacted,
     ShopUninstalled,
+    Tracking,
 )
 from integrations.payload import identifier, items, money, obj, optional_text, text
 
 PLATFORM = "shopify"
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
+FULFILLMENT_TOPICS = frozenset({"fulfillments/create", "fulfillments/update"})
+# A fulfilment in one of these states sent nothing to the customer.
+UNSHIPPED_STATUSES = frozenset({"cancelled", "error", "failure"})
 # Mandatory for App Store apps; Shopify sends them even for shops that never installed or left.
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 
@@ -61,6 +70,17 @@ def events(topic: str, payload: Any) -> list[Event]:
         return [_checkout(payload)]
     if topic in ORDER_TOPICS:
         return [_order(payload)]
+    if topic == "orders/cancelled":
+        # The payload is the whole order: recording it first means a cancellation delivered
+        # before orders/create still has its order.
+        order = _order(payload)
+        return [order, OrderCancelled(order.platform_id, _timestamp(payload, "cancelled_at"))]
+    if topic == "refunds/create":
+        refund = _refund(payload)
+        return [refund] if refund else []
+    if topic in FULFILLMENT_TOPICS:
+        shipment = _shipment(payload)
+        return [shipment] if shipment else []
     if topic == "app/uninstalled":
         return [ShopUninstalled()]
     if topic == "customers/data_request":
@@ -128,7 +148,87 @@ def _order(payload: dict[str, Any]) -> OrderPlaced:
         ),
         total_price=money(presentment, "amount") if presentment else money(payload, "total_price"),
         placed_at=_timestamp(payload, "created_at"),
+        line_items=[_line_item(item) for item in items(payload, "line_items")],
+        shipping_country=_country(obj(payload, "shipping_address")),
+        locale=optional_text(payload, "customer_locale"),
+        discount_codes=tuple(
+            str(line["code"])
+            for line in items(payload, "discount_codes")
+            if isinstance(line, dict) and line.get("code")
+        ),
     )
+
+
+def _country(address: dict[str, Any]) -> str | None:
+    code = optional_text(address, "country_code")
+    if code is None:
+        return None
+    if len(code) != 2 or not (code.isascii() and code.isalpha()):
+        raise InvalidPayload(f"country_code must be an ISO 3166-1 alpha-2 code, not {code!r}")
+    return code.upper()
+
+
+def _refund(payload: dict[str, Any]) -> OrderRefunded | None:
+    """The money a refund sent back: its successful refund transactions. refunds/create fires
+    whether or not money moved (a refund may only restock), so a refund of nothing is no event."""
+    order_id = identifier(payload, "order_id")
+    refund_id = identifier(payload, "id")
+    refunded_at = _optional_timestamp(payload, "processed_at") or _timestamp(payload, "created_at")
+    amount = Decimal(0)
+    for transaction in items(payload, "transactions"):
+        if not isinstance(transaction, dict):
+            raise InvalidPayload("transactions must hold objects")
+        kind, status = optional_text(transaction, "kind"), optional_text(transaction, "status")
+        if kind == "refund" and status == "success":
+            value = Decimal(money(transaction, "amount"))
+            if value < 0:
+                raise InvalidPayload(f"refund transaction amount must not be negative: {value}")
+            amount += value
+    if amount == 0:
+        return None
+    return OrderRefunded(order_id, refund_id, str(amount), refunded_at)
+
+
+def _shipment(payload: dict[str, Any]) -> OrderShipped | None:
+    order_id = identifier(payload, "order_id")
+    shipment_id = identifier(payload, "id")
+    shipped_at = _timestamp(payload, "created_at")
+    delivered = optional_text(payload, "shipment_status") == "delivered"
+    # Shopify stamps no delivery time; the update that reported "delivered" is the closest.
+    delivered_at = _timestamp(payload, "updated_at") if delivered else None
+    tracking = _tracking(payload)
+    if optional_text(payload, "status") in UNSHIPPED_STATUSES:
+        return None
+    return OrderShipped(order_id, shipment_id, shipped_at, tracking, delivered_at)
+
+
+def _tracking(payload: dict[str, Any]) -> tuple[Tracking, ...]:
+    """One entry per parcel: `tracking_numbers` and `tracking_urls` are parallel lists. The
+    singular fields hold the first entry, and stand in when the lists are empty."""
+    company = optional_text(payload, "tracking_company")
+    first_number, first_url = _one(payload, "tracking_number"), _one(payload, "tracking_url")
+    numbers = _texts(payload, "tracking_numbers") or first_number
+    urls = _texts(payload, "tracking_urls") or first_url
+    return tuple(
+        Tracking(company=company, number=number, url=url)
+        for number, url in zip_longest(numbers, urls)
+        if number or url
+    )
+
+
+def _texts(payload: dict[str, Any], key: str) -> list[str | None]:
+    """A list of strings; a blank stays in place as None, so parallel lists keep their pairs."""
+    found: list[str | None] = []
+    for entry in items(payload, key):
+        if not isinstance(entry, str):
+            raise InvalidPayload(f"{key} must hold strings, not {entry!r}")
+        found.append(entry.strip() or None)
+    return found
+
+
+def _one(payload: dict[str, Any], key: str) -> list[str | None]:
+    value = optional_text(payload, key)
+    return [value] if value else []
 
 
 def _line_item(item: Any) -> LineItem:
@@ -137,13 +237,16 @@ def _line_item(item: Any) -> LineItem:
     quantity = item.get("quantity")
     if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
         raise InvalidPayload(f"line item quantity must be a whole number, not {quantity!r}")
+    # Order line items carry the shopper's currency in price_set; checkout line items have
+    # only `price`, already in that currency.
+    presentment = obj(obj(item, "price_set"), "presentment_money")
     return LineItem(
         title=optional_text(item, "presentment_title") or text(item, "title"),
         variant_title=(
             optional_text(item, "presentment_variant_title") or optional_text(item, "variant_title")
         ),
         quantity=quantity,
-        price=money(item, "price"),
+        price=money(presentment, "amount") if presentment else money(item, "price"),
         variant_id=identifier(item, "variant_id") if item.get("variant_id") is not None else None,
         product_id=identifier(item, "product_id") if item.get("product_id") is not None else None,
     )

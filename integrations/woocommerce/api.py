@@ -306,6 +306,33 @@ async def create_coupon(
     return int(response.json()["id"])
 
 
+PAYABLE_STATUSES = frozenset({"pending", "failed"})
+
+
+async def apply_coupon(store: StoreCredentials, order_id: str, code: str) -> bool:
+    """Apply a coupon to an order still awaiting payment, so its order-pay page shows the
+    discounted total. `PUT /orders/<id>` with `coupon_lines` replaces the order's coupons, so
+    those already on it are sent again. True when the order now carries the code; False when the
+    order is no longer payable. WooCommerce validates the coupon (expiry, usage, email) and
+    answers 400 `woocommerce_rest_invalid_coupon` (or similar) when it does not apply."""
+    async with woocommerce_http_client() as client:
+        order = (await _request(client, store, "GET", f"/orders/{int(order_id)}")).json()
+        if not isinstance(order, dict) or order.get("status") not in PAYABLE_STATUSES:
+            return False
+        codes = [
+            str(line.get("code"))
+            for line in order.get("coupon_lines") or []
+            if isinstance(line, dict) and line.get("code")
+        ]
+        if code.lower() in (c.lower() for c in codes):
+            return True
+        lines = [{"code": c} for c in [*codes, code]]
+        await _request(
+            client, store, "PUT", f"/orders/{int(order_id)}", json={"coupon_lines": lines}
+        )
+    return True
+
+
 # --- Products ------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,8 @@
 """WooCommerce's side of the catalog: current product data and single-use coupons."""
 
 import logging
+from collections import defaultdict
+from urllib.parse import urlencode
 
 import httpx
 
@@ -15,11 +17,13 @@ from integrations.woocommerce.connect import credentials
 log = logging.getLogger("rebound.woocommerce")
 
 
-async def variant_details(shop: Shop, variant_ids: list[str]) -> dict[str, VariantDetails] | None:
-    """Products by id, in batches of 100; None when the store cannot be asked. A line item's id
-    is its variation's when it has one; variations not found as products keep checkout data."""
+async def variant_details(
+    shop: Shop, refs: dict[str, str | None]
+) -> dict[str, VariantDetails] | None:
+    """Simple products in batches of 100, variations per parent product; None when the store
+    cannot be asked. A line item's variant id is its variation's when it has one."""
     try:
-        found = await api.fetch_products(credentials(shop), variant_ids)
+        found = await _fetch(credentials(shop), refs)
     except api.WooCommerceUnauthorized:
         _mark_keys_invalid(shop)
         return None
@@ -59,6 +63,45 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
     except httpx.HTTPError as exc:
         return f"the store could not be reached: {type(exc).__name__}"
     return None
+
+
+async def _fetch(
+    store: api.StoreCredentials, refs: dict[str, str | None]
+) -> dict[str, api.ProductInfo]:
+    products = [variant for variant, product in refs.items() if product in (None, variant)]
+    variations: dict[str, list[str]] = defaultdict(list)
+    for variant, product in refs.items():
+        if product not in (None, variant):
+            variations[str(product)].append(variant)
+    found = await api.fetch_products(store, products) if products else {}
+    for product, ids in variations.items():
+        found |= await api.fetch_variations(store, product, ids)
+    return found
+
+
+async def apply_discount(shop: Shop, checkout_token: str, url: str, code: str) -> str:
+    """The order-pay page has no coupon field: the coupon is put on the pending order itself
+    before the shopper lands there. A cart rebuilt from a draft (no order to pay) keeps the
+    code in the email for the shopper to type. The link works whatever the store answers."""
+    order_id = checkout_token.removeprefix("order-")
+    if not order_id.isdigit() or "/order-pay/" not in url:
+        return url
+    try:
+        await api.apply_coupon(credentials(shop), order_id, code)
+    except api.WooCommerceUnauthorized:
+        _mark_keys_invalid(shop)
+    except (api.WooCommerceApiError, ShopError, httpx.HTTPError) as exc:
+        log.warning("coupon not applied to order %s of %s: %s", order_id, shop.domain, exc)
+    return url
+
+
+def cart_permalink(shop: Shop, lines: list[tuple[str, int]]) -> str | None:
+    """Core WooCommerce adds one product to the cart by URL: the first line, on the cart page."""
+    if not lines or not shop.base_url:
+        return None
+    variant_id, quantity = lines[0]
+    query = urlencode({"add-to-cart": variant_id, "quantity": max(quantity, 1)})
+    return f"{shop.base_url.rstrip('/')}/cart/?{query}"
 
 
 def _mark_keys_invalid(shop: Shop) -> None:

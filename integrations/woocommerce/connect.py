@@ -1,17 +1,21 @@
 """Connecting a WooCommerce store: WooCommerce's app authorization endpoint (wc-auth), then
 Rebound's own webhooks created through the REST API with a per-store secret."""
 
+import hmac
 import logging
 import secrets
+from html import escape
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from arq.connections import ArqRedis
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import security
+from app.api.auth import admin_login_link
 from app.db import SessionDep, sessionmaker
 from app.redis import RedisDep
 from app.settings import get_settings
@@ -31,6 +35,8 @@ WEBHOOK_TOPICS = [
     "customer.updated",
 ]
 PENDING_TTL = 3600  # seconds a merchant has to approve the connection
+# The browser that started a connection: only it gets the admin sign-in link on the done page.
+BROWSER_COOKIE = "rebound_wc_connect"
 
 
 class AuthorizedKeys(BaseModel):
@@ -103,7 +109,17 @@ async def start_connect(store: str, redis: RedisDep) -> RedirectResponse:
             "callback_url": f"{public_url}/connect/woocommerce/callback",
         }
     )
-    return RedirectResponse(f"{base_url}/wc-auth/v1/authorize?{query}", status_code=303)
+    response = RedirectResponse(f"{base_url}/wc-auth/v1/authorize?{query}", status_code=303)
+    response.set_cookie(
+        BROWSER_COOKIE,
+        request_id,
+        max_age=PENDING_TTL,
+        httponly=True,
+        secure=True,
+        samesite="lax",
+        path="/connect/woocommerce",
+    )
+    return response
 
 
 @router.post("/connect/woocommerce/callback")
@@ -127,6 +143,8 @@ async def receive_keys(
         raise HTTPException(400, str(exc)) from exc
     await session.commit()
     await _enqueue_set_up(redis, shop)
+    # For the done page the merchant's browser comes back to: it offers a sign-in link, once.
+    await redis.set(f"woocommerce:connected:{keys.user_id}", str(shop.id), ex=PENDING_TTL)
     return {"status": "connected"}
 
 
@@ -136,13 +154,48 @@ async def _enqueue_set_up(redis: ArqRedis, shop: Shop) -> None:
 
 
 @router.get("/connect/woocommerce/done", response_class=HTMLResponse)
-async def connect_done(success: Annotated[str, Query()] = "0") -> HTMLResponse:
-    if success == "1":
-        message = "Rebound is connected. Abandoned-cart reminders start with the next checkout."
+async def connect_done(
+    request: Request,
+    session: SessionDep,
+    redis: RedisDep,
+    success: Annotated[str, Query()] = "0",
+    user_id: Annotated[str, Query(max_length=100)] = "",
+) -> HTMLResponse:
+    """Where WooCommerce sends the merchant back. After an approval, the browser that started
+    the connection gets a button that signs it in to the admin (a one-time link)."""
+    if success != "1":
+        body = "<p>The connection was not approved. Nothing was stored; you can start again.</p>"
     else:
-        message = "The connection was not approved. Nothing was stored; you can start again."
-    return HTMLResponse(
+        body = "<p>Rebound is connected. Abandoned-cart reminders start with the next checkout.</p>"
+        link = await _admin_link(request, session, redis, user_id)
+        if link:
+            body += (
+                f"<p><a href='{escape(link)}' style='display:inline-block;background:#111;"
+                "color:#fff;border-radius:6px;padding:12px 24px;text-decoration:none'>"
+                "Open the Rebound admin</a></p>"
+            )
+        else:
+            body += (
+                "<p>To open the Rebound admin, run <code>rebound admin-link --shop "
+                "YOUR-STORE</code> on the Rebound server.</p>"
+            )
+    response = HTMLResponse(
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Rebound</title>"
         f"</head><body style='font-family:system-ui,sans-serif;padding:24px'><h1>Rebound</h1>"
-        f"<p>{message}</p></body></html>"
+        f"{body}</body></html>"
     )
+    response.delete_cookie(BROWSER_COOKIE, path="/connect/woocommerce")
+    return response
+
+
+async def _admin_link(
+    request: Request, session: AsyncSession, redis: ArqRedis, user_id: str
+) -> str | None:
+    """A sign-in link for the shop this browser just connected; None for any other browser, or
+    when the link was shown already (a reload)."""
+    cookie = request.cookies.get(BROWSER_COOKIE, "")
+    if not user_id or not hmac.compare_digest(cookie.encode(), user_id.encode()):
+        return None
+    shop_id = await redis.getdel(f"woocommerce:connected:{user_id}")
+    shop = await shops.get(session, int(shop_id)) if shop_id else None
+    return admin_login_link(shop) if shop is not None else None

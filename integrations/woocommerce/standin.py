@@ -1102,14 +1102,84 @@ class WooCommerceStandin:
     async def _orders(
         self, store: StandinStore, request: Request, rest: list[str], body: dict[str, Any]
     ) -> Response:
-        if request.method != "GET":
-            return _no_route()
         if not rest:
+            if request.method != "GET":
+                return _no_route()
             return self._collection(request, store, "orders", list(store.orders.values()))
         order = store.orders.get(int(rest[0])) if rest[0].isdigit() else None
-        if order is None:
+        if order is None or len(rest) != 1:
             return wp_error(404, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
+        if request.method == "GET":
+            return WPJSONResponse(order)
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return _no_route()
+        if "coupon_lines" in body:
+            error = self._set_coupons(store, order, body["coupon_lines"])
+            if error is not None:
+                return error
+        order["date_modified_gmt"] = _gmt(datetime.now(UTC))
         return WPJSONResponse(order)
+
+    def _set_coupons(
+        self, store: StandinStore, order: dict[str, Any], lines: Any
+    ) -> WPJSONResponse | None:
+        """WC_REST_Orders_Controller::calculate_coupons: validate each new code as
+        WC_Discounts::is_coupon_valid does, then replace the order's coupons and totals."""
+        if not isinstance(lines, list):
+            return _invalid_param("coupon_lines", "coupon_lines is not of type array.")
+        current = {line["code"] for line in order["coupon_lines"]}
+        coupons = []
+        for line in lines:
+            if not isinstance(line, dict):
+                return _invalid_param("coupon_lines[0]", "coupon_lines[0] is not of type object.")
+            if line.get("id"):
+                return wp_error(
+                    400, "woocommerce_rest_coupon_item_id_readonly", "Coupon item ID is readonly."
+                )
+            code = _coupon_code(str(line.get("code") or ""))
+            if not code:
+                return wp_error(400, "woocommerce_rest_invalid_coupon", "Coupon code is required.")
+            coupon = next((c for c in store.coupons.values() if c["code"] == code), None)
+            problem = self._coupon_problem(order, code, coupon) if code not in current else None
+            if problem is not None:
+                return wp_error(400, "woocommerce_rest_invalid_coupon", problem)
+            assert coupon is not None or code in current
+            coupons.append(coupon or {"code": code, "discount_type": "fixed_cart", "amount": "0"})
+        subtotal = sum((Decimal(item["subtotal"]) for item in order["line_items"]), Decimal(0))
+        discounts = [_discount(coupon, subtotal) for coupon in coupons]
+        order["coupon_lines"] = [
+            {
+                "id": next(self._ids),
+                "code": coupon["code"],
+                "discount": _money(amount),
+                "discount_tax": "0.00",
+                "meta_data": [],
+            }
+            for coupon, amount in zip(coupons, discounts, strict=True)
+        ]
+        discount = min(sum(discounts, Decimal(0)), subtotal)
+        order["discount_total"] = _money(discount)
+        order["total"] = _money(subtotal - discount + Decimal(order["shipping_total"]))
+        return None
+
+    def _coupon_problem(
+        self, order: dict[str, Any], code: str, coupon: dict[str, Any] | None
+    ) -> str | None:
+        if coupon is None:
+            return f'Coupon "{code}" does not exist!'
+        expires = coupon.get("date_expires_gmt")
+        if expires and datetime.fromisoformat(expires).replace(tzinfo=UTC) < datetime.now(UTC):
+            return "This coupon has expired."
+        if coupon["usage_limit"] and coupon["usage_count"] >= coupon["usage_limit"]:
+            return "Coupon usage limit has been reached."
+        email = str(order["billing"].get("email") or "").lower()
+        if coupon["email_restrictions"] and email not in coupon["email_restrictions"]:
+            return f'Sorry, it seems the coupon "{code}" is not yours.'
+        subtotal = sum((Decimal(item["subtotal"]) for item in order["line_items"]), Decimal(0))
+        minimum = Decimal(coupon["minimum_amount"])
+        if minimum and subtotal < minimum:
+            return f"The minimum spend for this coupon is {_money(minimum)}."
+        return None
 
     # settings and system status
 
@@ -1335,6 +1405,13 @@ class WooCommerceStandin:
             raise WcAuthError("You do not have permission to access this page")
         except WcAuthError as error:
             return HTMLResponse(f"<p>Error: {html.escape(str(error))}.</p>", status_code=401)
+
+
+def _discount(coupon: dict[str, Any], subtotal: Decimal) -> Decimal:
+    amount = Decimal(coupon["amount"])
+    if coupon["discount_type"] == "percent":
+        return (subtotal * amount / 100).quantize(Decimal("0.01"))
+    return min(amount, subtotal)
 
 
 def _coupon_code(code: str) -> str:

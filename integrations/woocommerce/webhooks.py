@@ -2,7 +2,10 @@
 
 Orders are WooCommerce's checkouts too: block checkout saves a `checkout-draft` order, classic
 checkout leaves a `pending` order when payment is abandoned. Both, with a billing email, are
-started checkouts; an order that moves on to a paid status is the purchase that ends them."""
+started checkouts; an order that moves on to a paid status is the purchase that ends them.
+`completed` is WooCommerce's "shipped": with the Shipment Tracking extension its tracking numbers
+ride in the order's `_wc_shipment_tracking_items` meta. Every delivery of an order carries its
+whole state, so each one yields all the events it implies; repeats are absorbed downstream."""
 
 import base64
 import hashlib
@@ -11,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from app.commerce.events import (
     CheckoutChanged,
@@ -19,7 +22,11 @@ from app.commerce.events import (
     Event,
     InvalidPayload,
     LineItem,
+    OrderCancelled,
     OrderPlaced,
+    OrderRefunded,
+    OrderShipped,
+    Tracking,
 )
 from integrations.payload import identifier, items, money, obj, optional_text, text
 
@@ -28,6 +35,29 @@ ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 STARTED = frozenset({"checkout-draft", "pending", "failed"})
 PAID = frozenset({"processing", "on-hold", "completed"})
 CLOSED = frozenset({"cancelled", "trash"})
+# Shipment Tracking's predefined providers, by the slug it stores: name and tracking page.
+# Custom providers carry their own name and link; an unknown slug keeps its number, no link.
+TRACKING_PROVIDERS = {
+    "usps": ("USPS", "https://tools.usps.com/go/TrackConfirmAction_input?qtc_tLabels1={}"),
+    "ups": ("UPS", "https://www.ups.com/track?tracknum={}"),
+    "fedex": ("FedEx", "https://www.fedex.com/fedextrack/?trknbr={}"),
+    "dhl": ("DHL", "https://www.dhl.com/en/express/tracking.html?AWB={}&brand=DHL"),
+    "dhl-us": ("DHL US", "https://www.logistics.dhl/us-en/home/tracking.html?tracking-id={}"),
+    "postnord-se": (
+        "PostNord",
+        "https://www.postnord.se/en/our-tools/track-and-trace?shipmentId={}",
+    ),
+    "royal-mail": ("Royal Mail", "https://www.royalmail.com/track-your-item#/tracking-results/{}"),
+    "canada-post": (
+        "Canada Post",
+        "https://www.canadapost-postescanada.ca/track-reperage/en#/search?searchFor={}",
+    ),
+    "australia-post": ("Australia Post", "https://auspost.com.au/mypost/track/#/details/{}"),
+    "deutsche-post-dhl": (
+        "Deutsche Post DHL",
+        "https://www.dhl.de/de/privatkunden/pakete-empfangen/verfolgen.html?piececode={}",
+    ),
+}
 
 
 def store_domain(source: str) -> str:
@@ -72,11 +102,80 @@ def events(topic: str, payload: Any) -> list[Event]:
     status = text(payload, "status")
     if status in STARTED:
         return [_checkout(payload, status)]
-    if status in PAID:
-        return [_order(payload)]
     if status in CLOSED:
-        return [CheckoutClosed(checkout_token(identifier(payload, "id")))]
-    return []  # refunded: a paid order seen before; its money is for attribution
+        closed: list[Event] = [CheckoutClosed(checkout_token(identifier(payload, "id")))]
+        if _optional_timestamp(payload, "date_paid_gmt"):  # a paid order, cancelled
+            closed += [
+                _order(payload),
+                OrderCancelled(identifier(payload, "id"), _modified(payload)),
+            ]
+        return closed
+    if status in PAID or status == "refunded":
+        found: list[Event] = [_order(payload), *_refunds(payload, status)]
+        if status == "completed":
+            found.append(_shipped(payload))
+        return found
+    return []  # statuses added by extensions mean nothing to Rebound
+
+
+def _modified(payload: dict[str, Any]) -> datetime:
+    return _optional_timestamp(payload, "date_modified_gmt") or _timestamp(
+        payload, "date_created_gmt"
+    )
+
+
+def _refunds(payload: dict[str, Any], status: str) -> list[OrderRefunded]:
+    """Each entry of `refunds` (id, reason, total as a negative string) is one refund. A
+    `refunded` order with none listed was refunded in full outside WooCommerce's refund records."""
+    order_id = identifier(payload, "id")
+    refunds = [
+        OrderRefunded(
+            order_id=order_id,
+            refund_id=identifier(refund, "id"),
+            amount=str(abs(Decimal(money(refund, "total")))),
+            refunded_at=_modified(payload),
+        )
+        for refund in items(payload, "refunds")
+        if isinstance(refund, dict)
+    ]
+    if status == "refunded" and not refunds:
+        refunds.append(
+            OrderRefunded(order_id, "order-refunded", money(payload, "total"), _modified(payload))
+        )
+    return refunds
+
+
+def _shipped(payload: dict[str, Any]) -> OrderShipped:
+    """A completed order is shipped when it was completed: one shipment for the whole order."""
+    shipped_at = _optional_timestamp(payload, "date_completed_gmt") or _modified(payload)
+    return OrderShipped(
+        order_id=identifier(payload, "id"),
+        shipment_id="completed",
+        shipped_at=shipped_at,
+        tracking=_tracking(payload),
+    )
+
+
+def _tracking(payload: dict[str, Any]) -> tuple[Tracking, ...]:
+    for meta in items(payload, "meta_data"):
+        if isinstance(meta, dict) and meta.get("key") == "_wc_shipment_tracking_items":
+            entries = meta.get("value")
+            if not isinstance(entries, list):
+                return ()
+            return tuple(_tracking_entry(e) for e in entries if isinstance(e, dict))
+    return ()
+
+
+def _tracking_entry(entry: dict[str, Any]) -> Tracking:
+    number = str(entry.get("tracking_number") or "").strip() or None
+    custom_name = str(entry.get("custom_tracking_provider") or "").strip() or None
+    custom_link = str(entry.get("custom_tracking_link") or "").strip() or None
+    slug = str(entry.get("tracking_provider") or "").strip().lower()
+    name, template = TRACKING_PROVIDERS.get(slug, (slug.replace("-", " ").title() or None, None))
+    url = custom_link or (template.format(quote(number)) if template and number else None)
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        url = None  # only web links reach an email
+    return Tracking(company=custom_name or name, number=number, url=url)
 
 
 def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
@@ -141,6 +240,16 @@ def _order(payload: dict[str, Any]) -> OrderPlaced:
             _optional_timestamp(payload, "date_paid_gmt")
             or _optional_timestamp(payload, "date_modified_gmt")
             or _timestamp(payload, "date_created_gmt")
+        ),
+        line_items=[_line_item(item) for item in items(payload, "line_items")],
+        shipping_country=(
+            optional_text(obj(payload, "shipping"), "country") or optional_text(billing, "country")
+        ),
+        locale=None,  # WooCommerce orders carry none; the store's locale applies
+        discount_codes=tuple(
+            str(line["code"])
+            for line in items(payload, "coupon_lines")
+            if isinstance(line, dict) and line.get("code")
         ),
     )
 

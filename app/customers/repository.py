@@ -1,0 +1,281 @@
+"""Every query behind win-back: who has lapsed from their own buying rhythm, and RFM scores.
+
+All of it is computed in the database, in one statement with CTEs, and streamed: a shop with a
+million customers is read through a server-side cursor in batches of `STREAM_BATCH`, never loaded
+whole.
+
+What counts as bought: an order of the shop with an email, not cancelled, placed at or before
+`now` (so a past `now` sees the shop as it was), and not refunded in full: an order with refunds
+summing to at least its total is left out; one with no refunds counts, even at a total of 0.
+
+Money: totals are summed as stored, whatever their currency: a shop whose orders come in several
+currencies gets a mixed sum, good for ranking its customers but not for display. Amounts are
+decimal strings. PostgreSQL sums them as NUMERIC. SQLite has no exact decimal type (its NUMERIC is a
+float), so both dialects count in integer ten-thousandths (`_money_units`), which is exact for
+currencies with up to four decimals and keeps "refunds >= total" free of float rounding.
+
+Time: both dialects turn timestamps into milliseconds since 1970 (`_epoch_ms`): julianday() on
+SQLite (millisecond precision), EXTRACT(EPOCH …) on PostgreSQL (microseconds kept as a fraction).
+"""
+
+from collections.abc import AsyncGenerator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    ColumnElement,
+    Float,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlmodel import UTCDateTime, col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.commerce.models import Order, Refund
+from app.customers.models import LapsedCustomer
+
+# Rows fetched per round trip while streaming; memory holds one batch, whatever the shop's size.
+STREAM_BATCH = 1000
+
+_MONEY_SCALE = 4  # money is counted in units of 10**-4
+
+
+class _epoch_ms(FunctionElement[float]):  # noqa: N801 - reads as the SQL function it stands for
+    """Milliseconds since 1970-01-01 UTC of a UTCDateTime column or value."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_epoch_ms, "sqlite")
+def _epoch_ms_sqlite(element: _epoch_ms, compiler: SQLCompiler, **kw: Any) -> str:
+    # julianday() counts whole milliseconds; rounding makes the value an exact integer.
+    value = compiler.process(element.clauses, **kw)
+    return f"CAST(ROUND((julianday({value}) - 2440587.5) * 86400000) AS INTEGER)"
+
+
+@compiles(_epoch_ms, "postgresql")
+def _epoch_ms_postgresql(element: _epoch_ms, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) * 1000)"
+
+
+class _money_units(FunctionElement[int]):  # noqa: N801
+    """A decimal string as an integral number of 10**-4 units, exact on both dialects."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(_money_units, "sqlite")
+def _money_units_sqlite(element: _money_units, compiler: SQLCompiler, **kw: Any) -> str:
+    # A REAL holds any price to far better than 10**-4; rounding to the unit makes it exact.
+    value = compiler.process(element.clauses, **kw)
+    return f"CAST(ROUND(CAST({value} AS REAL) * {10**_MONEY_SCALE}) AS INTEGER)"
+
+
+@compiles(_money_units, "postgresql")
+def _money_units_postgresql(element: _money_units, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return f"ROUND(CAST({value} AS NUMERIC) * {10**_MONEY_SCALE})"
+
+
+def _scored(shop_id: int, *, now: datetime, top_share: float) -> CTE:
+    """One row per customer of the shop as of `now`: orders, last order, median gap, money
+    spent, RFM quintiles and the top flag, all ranked over the whole shop.
+
+    One pipeline and no joins: orders in (email, placed_at) order, as the index holds them →
+    each order's gap to the previous one → gaps numbered by size → one row per customer → scores.
+    """
+    refunded = (
+        select(func.sum(_money_units(Refund.amount)))
+        .where(
+            col(Refund.shop_id) == col(Order.shop_id),
+            col(Refund.order_platform_id) == col(Order.platform_id),
+        )
+        .scalar_subquery()
+    )
+    amount = _money_units(Order.total_price)
+    t = _epoch_ms(Order.placed_at)
+    bought = (
+        select(
+            col(Order.email).label("email"),
+            col(Order.placed_at).label("placed_at"),
+            t.label("t"),
+            amount.label("amount"),
+            # NULL for a customer's first order
+            (
+                t - func.lag(t).over(partition_by=col(Order.email), order_by=col(Order.placed_at))
+            ).label("gap"),
+        )
+        .where(
+            col(Order.shop_id) == shop_id,
+            col(Order.email).is_not(None),
+            col(Order.cancelled_at).is_(None),
+            col(Order.placed_at) <= now,
+            # Refunds short of the total, or none at all (a free order nobody refunded counts).
+            func.coalesce(refunded < amount, true()),
+        )
+        .cte("bought")
+    )
+
+    # The median gap: a customer's n gaps numbered by size (the first order's NULL apart); the
+    # middle one, or the two middle ones to average, are those with n <= 2 * rn <= n + 2.
+    ranked = select(
+        bought,
+        func.row_number()
+        .over(partition_by=(bought.c.email, bought.c.gap.is_(None)), order_by=bought.c.gap)
+        .label("rn"),
+        func.count(bought.c.gap).over(partition_by=bought.c.email).label("n"),
+    ).cte("ranked")
+    middle = and_(ranked.c.gap.is_not(None), (ranked.c.rn * 2).between(ranked.c.n, ranked.c.n + 2))
+    per_customer = (
+        select(
+            ranked.c.email,
+            func.count().label("orders"),
+            func.max(ranked.c.placed_at).label("last_order_at"),
+            func.max(ranked.c.t).label("last_t"),
+            func.avg(case((middle, ranked.c.gap))).label("median_gap"),
+            func.sum(ranked.c.amount).label("monetary"),
+        )
+        .group_by(ranked.c.email)
+        .cte("per_customer")
+    )
+
+    # Quintiles over all the shop's customers. NTILE splits ties arbitrarily, so the email breaks
+    # them to keep scores stable from one run to the next.
+    def quintile(column: ColumnElement[Any]) -> ColumnElement[int]:
+        return func.ntile(literal_column("5")).over(
+            order_by=(column.asc(), per_customer.c.email.asc())
+        )
+
+    # Top: CUME_DIST over spend, largest first, is the share of customers who spent at least as
+    # much as this one; top means that share is at most `top_share`. So 2 % of 100 customers is
+    # exactly the 2 biggest spenders, customers tied at the boundary are all left out rather than
+    # pushing the share over, and a shop with fewer than 1 / top_share customers has none.
+    share = func.cume_dist().over(order_by=per_customer.c.monetary.desc())
+    return select(
+        per_customer.c.email,
+        per_customer.c.orders,
+        per_customer.c.last_order_at,
+        per_customer.c.last_t,
+        per_customer.c.median_gap,
+        per_customer.c.monetary,
+        quintile(per_customer.c.last_order_at).label("recency_score"),
+        quintile(per_customer.c.orders).label("frequency_score"),
+        quintile(per_customer.c.monetary).label("monetary_score"),
+        (share <= bindparam("top_share", top_share, type_=Float())).label("top"),
+    ).cte("scored")
+
+
+def _select(scored: CTE) -> Select[Any]:
+    return select(
+        scored.c.email,
+        scored.c.orders,
+        scored.c.last_order_at,
+        scored.c.median_gap,
+        scored.c.monetary,
+        scored.c.recency_score,
+        scored.c.frequency_score,
+        scored.c.monetary_score,
+        scored.c.top,
+    ).order_by(scored.c.email)
+
+
+def _lapsed(
+    scored: CTE, *, now: datetime, k: float, one_time_after: timedelta
+) -> ColumnElement[bool]:
+    since_last = _epoch_ms(literal(now, UTCDateTime())) - scored.c.last_t
+    return or_(
+        and_(
+            scored.c.orders == 1,
+            since_last > bindparam("one_time_after_ms", one_time_after / timedelta(milliseconds=1)),
+        ),
+        and_(
+            scored.c.orders >= 2,
+            since_last > bindparam("k", k, type_=Float()) * scored.c.median_gap,
+        ),
+    )
+
+
+def _customer(row: Row[Any]) -> LapsedCustomer:
+    return LapsedCustomer(
+        email=row.email,
+        orders=int(row.orders),
+        last_order_at=row.last_order_at,
+        median_gap=(
+            None if row.median_gap is None else timedelta(milliseconds=float(row.median_gap))
+        ),
+        monetary=Decimal(int(row.monetary)).scaleb(-_MONEY_SCALE),
+        recency_score=int(row.recency_score),
+        frequency_score=int(row.frequency_score),
+        monetary_score=int(row.monetary_score),
+        top=bool(row.top),
+    )
+
+
+async def _stream(
+    session: AsyncSession, query: Select[Any]
+) -> AsyncGenerator[LapsedCustomer, None]:
+    # yield_per makes psycopg use a server-side cursor (and aiosqlite fetch in batches).
+    result = await session.stream(query.execution_options(yield_per=STREAM_BATCH))
+    try:
+        async for batch in result.partitions():
+            for row in batch:
+                yield _customer(row)
+    finally:
+        await result.close()
+
+
+def lapsed_customers(
+    session: AsyncSession,
+    shop_id: int,
+    *,
+    now: datetime,
+    k: float = 2.0,
+    one_time_after: timedelta = timedelta(days=90),
+    top_share: float = 0.02,
+) -> AsyncGenerator[LapsedCustomer, None]:
+    """The shop's customers who have drifted away from their own rhythm, by email.
+
+    With two or more orders: lapsed when `now` - last order > `k` × their median gap. With one:
+    lapsed when `now` - that order > `one_time_after`. Scores rank them among all the shop's
+    customers. Streams: iterate with `async for`; a caller that may stop early should wrap it in
+    `contextlib.aclosing` so the server-side cursor closes at once.
+    """
+    scored = _scored(shop_id, now=now, top_share=top_share)
+    query = _select(scored).where(_lapsed(scored, now=now, k=k, one_time_after=one_time_after))
+    return _stream(session, query)
+
+
+def rfm_scores(
+    session: AsyncSession, shop_id: int, *, now: datetime, top_share: float = 0.02
+) -> AsyncGenerator[LapsedCustomer, None]:
+    """Every customer of the shop with their recency, frequency and monetary quintiles, by
+    email. Streams, like `lapsed_customers`."""
+    return _stream(session, _select(_scored(shop_id, now=now, top_share=top_share)))
+
+
+async def customer_summary(
+    session: AsyncSession, shop_id: int, email: str, *, now: datetime, top_share: float = 0.02
+) -> LapsedCustomer | None:
+    """One customer's rhythm and scores, for composing their win-back email; None when they
+    have bought nothing that counts. Ranking them still reads the whole shop's orders."""
+    scored = _scored(shop_id, now=now, top_share=top_share)
+    query = _select(scored).where(scored.c.email == email.strip().lower())
+    row = (await session.exec(query)).first()  # type: ignore[call-overload]
+    return None if row is None else _customer(row)
