@@ -10,6 +10,7 @@ from aiosmtpd.controller import Controller
 from sqlmodel import select
 
 from app.db import sessionmaker
+from app.mail import repository as mail_repository
 from app.mail.transport import OutboxTransport, SmtpTransport
 from app.queue import Jobs
 from app.shops.models import Shop
@@ -49,7 +50,9 @@ async def enroll(shop: Shop, **changes: Any) -> Enrollment:
         for event in webhooks.events("checkouts/create", payload):
             await engine.apply(session, Jobs(), shop.id, event)
         await session.commit()
-        return (await session.exec(select(Enrollment))).one()
+        return (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).one()
 
 
 async def run(enrollment: Enrollment, transport: Any) -> str:
@@ -78,6 +81,10 @@ async def test_a_permanent_refusal_ends_the_series_without_retrying(
     fresh, sends = await reload(enrollment)
     assert fresh.status == EnrollmentStatus.EXITED and fresh.exit_reason == "undeliverable"
     assert [s.status for s in sends] == [SendStatus.FAILED]
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        # The address is on the shop's suppression list: no flow tries it again.
+        assert await mail_repository.is_suppressed(session, shop.id, fresh.email)
 
 
 @pytest.mark.parametrize("refusing_smtp", ["451 4.3.0 Try again later"], indirect=True)
@@ -134,3 +141,18 @@ async def test_line_breaks_in_names_never_reach_headers(shop: Shop, tmp_path: An
     message = message_from_bytes(raw, policy=policy.default)
     assert message["Bcc"] is None
     assert "\n" not in message["Subject"] and "\n" not in message["From"]
+
+
+async def test_a_suppressed_address_gets_no_email(
+    shop: Shop, smtp_url: str, mailbox: Mailbox
+) -> None:
+    enrollment = await enroll(shop)
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        await mail_repository.add_suppression(
+            session, shop.id, enrollment.email, "bounce", "550 mailbox gone"
+        )
+        await session.commit()
+
+    assert await run(enrollment, SmtpTransport(smtp_url)) == "exited: suppressed"
+    assert mailbox.messages == []

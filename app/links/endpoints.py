@@ -1,19 +1,32 @@
-"""Where email links land: the restore redirect and one-click unsubscribe (RFC 8058)."""
+"""Where email links land: the restore redirect, tracked clicks and opens, one-click
+unsubscribe (RFC 8058), NPS scores, preference answers and "keep me on the list"."""
+
+import base64
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import integrations
 from app.commerce import repository as commerce
 from app.commerce.models import Checkout
 from app.db import SessionDep
-from app.links.urls import read_restore, read_unsubscribe
+from app.links.urls import (
+    NPS,
+    PREFERENCE,
+    STAY,
+    SendRef,
+    read_restore,
+    read_send_ref,
+    read_unsubscribe,
+)
+from app.mail import compose, tracking
 from app.mail.compose import TEMPLATES
 from app.shops import repository as shops
 from app.shops.models import Shop
 from flows import engine
 from flows import repository as flows
+from flows.models import Send
 
 router = APIRouter(tags=["links"])
 pages = Jinja2Templates(directory=TEMPLATES)
@@ -21,24 +34,62 @@ pages = Jinja2Templates(directory=TEMPLATES)
 
 @router.get("/r/{token}", status_code=303)
 async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
-    """Record the click, then send the shopper to their own checkout. Logs no one in."""
-    ref = read_restore(token)
-    send = await flows.get_send(session, ref.shop_id, ref.send_id) if ref else None
-    enrollment = await flows.get_enrollment(session, send.enrollment_id) if send else None
+    """Record the click, then send the shopper to their own checkout (or, from an email that
+    is not about a cart, to the store). Logs no one in."""
+    send = await _send(session, read_restore(token))
+    enrollment = await flows.get_enrollment(session, send.enrollment_id)
+    shop = await shops.get(session, send.shop_id)
+    if enrollment is None or shop is None:
+        raise HTTPException(404, "this link is not valid")
     checkout = (
-        await commerce.get_checkout(session, enrollment.shop_id, enrollment.checkout_id)
-        if enrollment
+        await commerce.get_checkout(session, shop.id or 0, enrollment.checkout_id)
+        if enrollment.checkout_id is not None
         else None
     )
-    shop = await shops.get(session, checkout.shop_id) if checkout else None
-    target = _restore_target(shop, checkout) if shop and checkout else None
-    if send is None or target is None or shop is None:
+    target = (
+        _restore_target(shop, checkout) if checkout else await _order_target(session, shop, send)
+    )
+    if target is None:
         raise HTTPException(404, "this link is not valid")
     if send.discount_code:
-        target = integrations.apply_discount(shop, target, send.discount_code)
+        target = await integrations.apply_discount(
+            shop, checkout.token if checkout else "", target, send.discount_code
+        )
+    if shop.tracking:
+        step = enrollment.steps[send.step].get("key") if send.step >= 0 else None
+        campaign = tracking.Campaign(shop.id or 0, send.id or 0, enrollment.flow, str(step))
+        target = tracking.with_utm(target, campaign)
     flows.add_click(session, send)
     await session.commit()
     return RedirectResponse(target, status_code=303)
+
+
+async def _send(session: SessionDep, ref: SendRef | None) -> Send:
+    send = await flows.get_send(session, ref.shop_id, ref.send_id) if ref else None
+    if send is None:
+        raise HTTPException(404, "this link is not valid")
+    return send
+
+
+async def _order_target(session: SessionDep, shop: Shop, send: Send) -> str:
+    """From a replenishment reminder, a cart refilled with what runs out; else the store."""
+    enrollment = await flows.get_enrollment(session, send.enrollment_id)
+    order = (
+        await commerce.get_order_by_id(session, shop.id or 0, enrollment.order_id)
+        if enrollment and enrollment.order_id
+        else None
+    )
+    if enrollment is None or order is None:
+        return compose.storefront_url(shop)
+    if enrollment.steps[send.step].get("template") != "replenishment":
+        return compose.storefront_url(shop)
+    wanted = (enrollment.context.get("settings") or {}).get("replenish_days") or {}
+    lines = [
+        (str(item["variant_id"]), int(item.get("quantity") or 1))
+        for item in order.line_items
+        if item.get("variant_id") and str(item.get("product_id")) in wanted
+    ]
+    return integrations.cart_permalink(shop, lines) or compose.storefront_url(shop)
 
 
 def _restore_target(shop: Shop, checkout: Checkout) -> str | None:
@@ -49,6 +100,84 @@ def _restore_target(shop: Shop, checkout: Checkout) -> str | None:
         if item.get("variant_id")
     ]
     return checkout.restore_url or integrations.cart_permalink(shop, lines)
+
+
+@router.get("/c/{token}", status_code=303)
+async def tracked_click(token: str, session: SessionDep) -> RedirectResponse:
+    """A tracked link: record the click, then go where Rebound signed it to go, never elsewhere."""
+    found = tracking.read_click(token)
+    send = await flows.get_send(session, found[0], found[1]) if found else None
+    if found is None or send is None:
+        raise HTTPException(404, "this link is not valid")
+    flows.add_click(session, send, url=found[2])
+    await session.commit()
+    return RedirectResponse(found[2], status_code=303)
+
+
+# The smallest transparent GIF.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+@router.get("/o/{token}")
+async def opened(token: str, session: SessionDep) -> Response:
+    """The open pixel: recorded for the merchant's figures, answered with a 1×1 GIF always, so
+    a mail program never shows a broken image."""
+    found = tracking.read_open(token)
+    send = await flows.get_send(session, found[0], found[1]) if found else None
+    if send is not None:
+        flows.add_open(session, send)
+        await session.commit()
+    return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/nps/{token}/{score}", response_class=HTMLResponse)
+async def nps_answer(token: str, score: int, request: Request, session: SessionDep) -> HTMLResponse:
+    """A score link from an NPS survey: the click is the answer (a later click replaces it)."""
+    if not 0 <= score <= 10:
+        raise HTTPException(404, "this link is not valid")
+    send = await _send(session, read_send_ref(NPS, token))
+    shop = await shops.get(session, send.shop_id)
+    assert shop is not None
+    await flows.record_nps(session, send, score)
+    flows.add_click(session, send)
+    await session.commit()
+    return pages.TemplateResponse(
+        request, "pages/nps_thanks.html", {"shop_name": shop.name, "score": score}
+    )
+
+
+@router.get("/pref/{token}/{option}", response_class=HTMLResponse)
+async def preference_answer(
+    token: str, option: int, request: Request, session: SessionDep
+) -> HTMLResponse:
+    """An answer to a preference question: stored on the customer, usable in conditions."""
+    send = await _send(session, read_send_ref(PREFERENCE, token))
+    enrollment = await flows.get_enrollment(session, send.enrollment_id)
+    question = enrollment.steps[send.step].get("question") if enrollment else None
+    if enrollment is None or not question or not 0 <= option < len(question["options"]):
+        raise HTTPException(404, "this link is not valid")
+    shop = await shops.get(session, send.shop_id)
+    assert shop is not None
+    answer = question["options"][option]
+    await flows.save_preference(session, send.shop_id, enrollment.email, question["key"], answer)
+    flows.add_click(session, send)
+    await session.commit()
+    return pages.TemplateResponse(
+        request, "pages/preference_saved.html", {"shop_name": shop.name, "answer": answer}
+    )
+
+
+@router.get("/stay/{token}", response_class=HTMLResponse)
+async def stay_subscribed(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+    """The win-back goodbye's "keep me on the list": the click itself is the answer."""
+    send = await _send(session, read_send_ref(STAY, token))
+    shop = await shops.get(session, send.shop_id)
+    assert shop is not None
+    flows.add_click(session, send)
+    await session.commit()
+    return pages.TemplateResponse(
+        request, "pages/stayed.html", {"shop_name": shop.name, "email": send.email}
+    )
 
 
 async def _recipient(session: SessionDep, token: str) -> tuple[Shop, str]:

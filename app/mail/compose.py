@@ -1,38 +1,29 @@
-"""Turn flow steps into complete messages: subject, preheader, HTML and text parts, headers."""
+"""What each flow's emails say: the context of every template, in the customer's language.
+How a message is then made (branding, styles, tracking, headers) is app/mail/render.py."""
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from email import policy
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
-from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from babel.numbers import format_currency
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from babel.numbers import format_currency, format_decimal
 
 from app.commerce.catalog import VariantDetails
-from app.commerce.models import Checkout
+from app.commerce.models import Checkout, Order, Shipment
 from app.commerce.offers import DiscountCode
-from app.links.urls import restore_url, unsubscribe_url
-from app.settings import get_settings
+from app.links.urls import nps_url, preference_url, restore_url, stay_url, unsubscribe_url
+from app.mail import i18n, render
+from app.mail.i18n import gettext_ as _
+from app.mail.render import TEMPLATES
+from app.mail.tracking import Campaign
 from app.shops.models import Shop
-from flows.models import Send
+from flows.models import Enrollment, Send
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
-# Long header lines (List-Unsubscribe URLs) stay plain ASCII instead of RFC 2047 encoded words.
-SMTP_POLICY = policy.SMTP.clone(max_line_length=998)
-
-environment = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+__all__ = ["TEMPLATES", "abandoned_cart", "internal_alert", "order_email", "winback_email"]
 
 
 def abandoned_cart(
@@ -42,11 +33,14 @@ def abandoned_cart(
     step: dict[str, Any],
     details: dict[str, VariantDetails] | None = None,
     discount: DiscountCode | None = None,
+    kept_until: datetime | None = None,
 ) -> EmailMessage:
     """The reminder for one step. `details` is what the store says now about each variant;
-    `discount` the code made for this recipient, when the step has an offer."""
+    `discount` the code made for this recipient, when the step has an offer; `kept_until`
+    when the cart stops being kept."""
     assert shop.id is not None and send.id is not None and checkout.email is not None
-    locale = _locale(checkout.locale or shop.locale)
+    lang = i18n.language(checkout.locale, shop.locale)
+    locale = _locale(checkout.locale or shop.locale, lang)
     # The store's prices are in its own currency; they replace the checkout's only when the
     # shopper saw that currency too.
     current = details or {}
@@ -63,62 +57,244 @@ def abandoned_cart(
         "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
         "total": _money(checkout.total_price, checkout.currency, locale),
         "restore_url": restore_url(shop.id, send.id),
-        "offer": _offer(discount, checkout.currency, locale) if discount else None,
+        "offer": _offer(discount, checkout.currency, locale, lang) if discount else None,
+        "kept_until": _date(kept_until, locale) if kept_until else None,
         "unsubscribe_url": unsubscribe_url(shop.id, checkout.email),
     }
-    template = step.get("template", "abandoned_cart")
-    return _message(shop, checkout.email, f"email/{template}", context)
-
-
-def _message(shop: Shop, to: str, template: str, context: dict[str, Any]) -> EmailMessage:
-    subject = _one_line(environment.get_template(f"{template}.subject.txt").render(context))
-    context = {**context, "subject": subject}
-    _, sender = parseaddr(get_settings().mail_from)
-    domain = sender.rpartition("@")[2] or "localhost"
-
-    message = EmailMessage(policy=SMTP_POLICY)
-    message["Subject"] = subject
-    message["From"] = formataddr((_one_line(shop.name), sender))
-    message["To"] = to
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=domain)
-    # RFC 2369 and RFC 8058: mail clients show an unsubscribe button and POST to the https URL.
-    message["List-Unsubscribe"] = (
-        f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>"
+    return _render(
+        shop, checkout.email, step, context, lang, _campaign(shop, send, step, "abandoned_cart")
     )
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(environment.get_template(f"{template}.txt").render(context))
-    message.add_alternative(
-        environment.get_template(f"{template}.html").render(context), subtype="html"
+
+
+@dataclass(frozen=True)
+class Recommended:
+    title: str
+    details: VariantDetails | None
+
+
+def order_email(
+    shop: Shop,
+    order: Order,
+    send: Send,
+    step: dict[str, Any],
+    details: dict[str, VariantDetails],
+    shipments: list[Shipment],
+    recommendations: list[Recommended],
+    discount: DiscountCode | None = None,
+    settings: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> EmailMessage:
+    """A post-purchase step: the order, its parcels, and what the step asks or offers.
+    `extra` holds what one template alone needs (the products to reorder, the order count)."""
+    assert shop.id is not None and send.id is not None and order.email is not None
+    lang = i18n.language(order.locale, shop.locale)
+    locale = _locale(order.locale or shop.locale, lang)
+    settings, extra = settings or {}, extra or {}
+    lines = order.line_items
+    if "replenish" in extra:
+        lines = [i for i in lines if str(i.get("product_id")) in extra["replenish"]]
+    items = [_order_item(item, details) for item in lines]
+    template = step["template"]
+    question = step.get("question") if template == "preference_question" else None
+    context = {
+        **_common(shop, send, order.email, transactional=not step.get("marketing", True)),
+        "first_name": None,
+        "order": {
+            "name": order.name,
+            "total": _money(order.total_price, order.currency, locale),
+            "placed_on": _date(order.placed_at, locale),
+        },
+        "items": items,
+        "tracking": [t for shipment in shipments for t in shipment.tracking],
+        "delivered": any(shipment.delivered_at for shipment in shipments),
+        "review_url": next((i["product_url"] for i in items if i["product_url"]), None),
+        "nps_links": (
+            [{"score": n, "url": nps_url(shop.id, send.id, n)} for n in range(11)]
+            if template == "nps_survey"
+            else []
+        ),
+        "recommendations": [_recommended(r, order.currency, locale) for r in recommendations],
+        "care_text": step.get("content"),
+        "referral": (
+            {"text": settings.get("referral_text") or "", "url": settings["referral_url"]}
+            if settings.get("referral_url")
+            else None
+        ),
+        "question": (
+            {
+                "text": _translated(question["text"], lang),
+                "options": [
+                    {"label": _translated(label, lang), "url": preference_url(shop.id, send.id, n)}
+                    for n, label in enumerate(question["options"])
+                ],
+            }
+            if question
+            else None
+        ),
+        "reorder_url": restore_url(shop.id, send.id) if "replenish" in extra else None,
+        "runs_out_on": _date(extra["runs_out"], locale) if "runs_out" in extra else None,
+        "order_count": extra.get("order_count"),
+        "offer": _offer(discount, order.currency, locale, lang) if discount else None,
+    }
+    return _render(
+        shop, order.email, step, context, lang, _campaign(shop, send, step, "post_purchase")
     )
-    return message
 
 
-def _offer(discount: DiscountCode, currency: str, locale: Locale) -> dict[str, str]:
+def winback_email(
+    shop: Shop,
+    enrollment: Enrollment,
+    send: Send,
+    step: dict[str, Any],
+    discount: DiscountCode | None,
+) -> EmailMessage:
+    assert shop.id is not None and send.id is not None
+    lang = i18n.language(enrollment.context.get("locale"), shop.locale)
+    locale = _locale(shop.locale, lang)
+    currency = shop.currency or "USD"
+    last_order = enrollment.context.get("last_order_at")
+    context = {
+        **_common(shop, send, enrollment.email, transactional=False),
+        "first_name": enrollment.context.get("first_name"),
+        "segment": enrollment.context.get("segment", "regular"),
+        "offer": _offer(discount, currency, locale, lang) if discount else None,
+        "stay_url": stay_url(shop.id, send.id) if step["template"] == "winback_goodbye" else None,
+        "last_order_on": (
+            _date(datetime.fromisoformat(last_order), locale) if last_order else None
+        ),
+    }
+    return _render(
+        shop, enrollment.email, step, context, lang, _campaign(shop, send, step, "winback")
+    )
+
+
+def internal_alert(
+    shop: Shop, checkout: Checkout, to: str, details: dict[str, VariantDetails]
+) -> EmailMessage:
+    """For the shop's customer service: a big cart was left; who, what, and how to reach them."""
+    assert shop.id is not None and checkout.email is not None
+    lang = i18n.language(shop.locale)
+    locale = _locale(shop.locale, lang)
+    same_currency = shop.currency == checkout.currency
+    context = {
+        "shop_name": shop.name,
+        "shop_url": storefront_url(shop),
+        "customer": {"name": checkout.first_name, "email": checkout.email, "phone": None},
+        "items": [
+            _line(item, checkout.currency, locale, details, same_currency)
+            for item in checkout.line_items
+        ],
+        "total": _money(checkout.total_price, checkout.currency, locale),
+        "started_on": _date(checkout.started_at, locale),
+        "reach_out_url": "mailto:" + quote(checkout.email, safe="@"),
+        "unsubscribe_url": "",  # to the shop's own staff: no list, no unsubscribe
+    }
+    return render.message(shop, to, "email/internal_alert", context, lang=lang)
+
+
+def storefront_url(shop: Shop) -> str:
+    return shop.base_url or f"https://{shop.domain}"
+
+
+def _common(shop: Shop, send: Send, email: str, *, transactional: bool) -> dict[str, Any]:
+    assert shop.id is not None and send.id is not None
+    return {
+        "shop_name": shop.name,
+        "shop_url": restore_url(shop.id, send.id),  # records the click, then the storefront
+        "step": send.step,
+        "transactional": transactional,
+        "unsubscribe_url": unsubscribe_url(shop.id, email),
+    }
+
+
+def _order_item(item: dict[str, Any], details: dict[str, VariantDetails]) -> dict[str, Any]:
+    now = details.get(str(item.get("variant_id")))
+    title = item.get("title") or "Item"
+    return {
+        "title": title,
+        "variant_title": item.get("variant_title"),
+        "quantity": int(item.get("quantity") or 0),
+        "image_url": (now.image_url if now else None) or item.get("image_url"),
+        "image_alt": (now.image_alt if now else None) or title,
+        "product_url": now.product_url if now and not now.gone else None,
+    }
+
+
+def _recommended(pick: Recommended, currency: str, locale: Locale) -> dict[str, Any]:
+    now = pick.details
+    return {
+        "title": pick.title,
+        "price": _money(str(now.price), currency, locale) if now and now.price else None,
+        "image_url": now.image_url if now else None,
+        "image_alt": (now.image_alt if now else None) or pick.title,
+        "url": now.product_url if now else None,
+    }
+
+
+def _translated(text: str, lang: str) -> str:
+    """Default words stored in a flow, in the customer's language when the catalogs have them."""
+    with i18n.writing_in(lang):
+        return _(text)
+
+
+def _date(moment: datetime, locale: Locale) -> str:
+    # Some long formats end in an abbreviation's full stop (Russian "2026 г."); dates end the
+    # sentences they are in, whose own full stop then serves both.
+    return format_date(moment, format="long", locale=locale).rstrip(".")
+
+
+def _render(
+    shop: Shop,
+    to: str,
+    step: dict[str, Any],
+    context: dict[str, Any],
+    lang: str,
+    campaign: Campaign,
+) -> EmailMessage:
+    """The step's template, with the merchant's own subject and opening for this language when
+    they wrote them (step `overrides`: {"sv": {"subject": …, "intro": …}})."""
+    override = (step.get("overrides") or {}).get(lang) or {}
+    context = {**context, "intro": override.get("intro")}
+    return render.message(
+        shop, to, f"email/{step['template']}", context, lang=lang, campaign=campaign,
+        subject=override.get("subject"),
+    )  # fmt: skip
+
+
+def _campaign(shop: Shop, send: Send, step: dict[str, Any], flow: str) -> Campaign:
+    assert shop.id is not None and send.id is not None
+    return Campaign(shop.id, send.id, flow, str(step.get("key") or send.step + 1))
+
+
+def _offer(discount: DiscountCode, currency: str, locale: Locale, lang: str) -> dict[str, str]:
     offer = discount.offer
-    if offer.kind == "percentage":
-        headline = f"{offer.value.normalize():f}% off your order"
-    elif offer.kind == "fixed_amount":
-        headline = f"{_money(str(offer.value), currency, locale)} off your order"
-    else:
-        headline = "Free shipping on your order"
+    with i18n.writing_in(lang):
+        if offer.kind == "percentage":
+            headline = _("%(percent)s%% off your order") % {
+                "percent": format_decimal(offer.value.normalize(), locale=locale)
+            }
+        elif offer.kind == "fixed_amount":
+            headline = _("%(amount)s off your order") % {
+                "amount": _money(str(offer.value), currency, locale)
+            }
+        else:
+            headline = _("Free shipping on your order")
     return {
         "headline": headline,
         "code": discount.code,
-        "until": format_date(discount.ends_at, format="long", locale=locale),
+        "until": _date(discount.ends_at, locale),
     }
 
 
-def _one_line(text: str) -> str:
-    # Header values never carry line breaks: names come from merchants and shoppers.
-    return " ".join(text.split())
-
-
-def _locale(code: str | None) -> Locale:
+def _locale(code: str | None, lang: str) -> Locale:
+    """How money and dates are written: the customer's own locale (en-GB, de-AT) when it is in
+    the email's language, else that language's default."""
     try:
-        return Locale.parse((code or "en").replace("-", "_"))
+        parsed = Locale.parse((code or lang).replace("-", "_"))
     except (ValueError, UnknownLocaleError):
-        return Locale.parse("en")
+        parsed = None
+    same = parsed is not None and i18n.ALIASES.get(parsed.language, parsed.language) == lang
+    return parsed if parsed is not None and same else Locale.parse(lang)
 
 
 def _money(amount: str, currency: str, locale: Locale) -> str:

@@ -1,11 +1,15 @@
 """Every query on who may be emailed."""
 
+from typing import Literal
+
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.commerce.repository import normalize_email
 from app.db import insert_for
-from app.mail.models import Unsubscribe
+from app.mail.models import Suppression, Unsubscribe
+
+SuppressionReason = Literal["bounce", "complaint", "smtp_5xx"]
 
 
 async def is_unsubscribed(session: AsyncSession, shop_id: int, email: str) -> bool:
@@ -15,10 +19,44 @@ async def is_unsubscribed(session: AsyncSession, shop_id: int, email: str) -> bo
     return (await session.exec(query)).first() is not None
 
 
-async def add_unsubscribe(session: AsyncSession, shop_id: int, email: str) -> None:
+async def add_unsubscribe(
+    session: AsyncSession, shop_id: int, email: str, *, reason: str = "unsubscribed"
+) -> None:
     statement = (
         insert_for(session, Unsubscribe)
-        .values(shop_id=shop_id, email=normalize_email(email))
+        .values(shop_id=shop_id, email=normalize_email(email), reason=reason)
+        .on_conflict_do_nothing(index_elements=["shop_id", "email"])
+    )
+    await session.exec(statement)
+
+
+async def is_suppressed(session: AsyncSession, shop_id: int, email: str) -> bool:
+    query = select(Suppression.id).where(
+        Suppression.shop_id == shop_id, Suppression.email == normalize_email(email)
+    )
+    return (await session.exec(query)).first() is not None
+
+
+async def add_suppression(
+    session: AsyncSession,
+    shop_id: int,
+    email: str,
+    reason: SuppressionReason,
+    detail: str | None = None,
+) -> None:
+    """Put the address on the shop's suppression list; an address already there keeps its
+    first reason."""
+    address = normalize_email(email)
+    if address is None:
+        return
+    statement = (
+        insert_for(session, Suppression)
+        .values(
+            shop_id=shop_id,
+            email=address,
+            reason=reason,
+            detail=" ".join(detail.split())[:500] if detail else None,
+        )
         .on_conflict_do_nothing(index_elements=["shop_id", "email"])
     )
     await session.exec(statement)

@@ -1,26 +1,90 @@
-"""Where email leaves: an SMTP server when SMTP_URL is set, otherwise the outbox folder."""
+"""Where email leaves: an SMTP server, Postmark's or Amazon SES's HTTP API, or the outbox folder.
 
+MAIL_TRANSPORT (or SMTP_URL) chooses the default; a shop may have its own (`transport_for_shop`).
+Every transport raises PermanentDeliveryError when the recipient is refused for good, and any
+other exception when a later try may succeed (the job retries with backoff)."""
+
+import base64
+import copy
+import functools
+import json
 import os
 import re
 import ssl
 import tempfile
+from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import unquote, urlparse
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 import aiosmtplib
+import httpx
+from aiosmtplib.email import extract_recipients, extract_sender
 
+from app import security
 from app.db import utcnow
-from app.settings import Settings
+from app.mail.sigv4 import signed_headers
+from app.settings import Settings, get_settings
+from app.shops.models import Shop
+
+POSTMARK_URL = "https://api.postmarkapp.com/email"
+# Postmark's API error codes that refuse the recipient itself (its "API error codes" table).
+POSTMARK_INACTIVE_RECIPIENT = 406
+POSTMARK_INVALID_EMAIL_REQUEST = 300
+# A header that picks the Postmark message stream (and one for its Tag); never sent on.
+STREAM_HEADER = "X-Rebound-Stream"
+TAG_HEADER = "X-Rebound-Tag"
+# Headers Postmark builds itself from its JSON fields, or that its rebuilt message would break.
+POSTMARK_OWN_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "dkim-signature",
+    STREAM_HEADER.lower(),
+    TAG_HEADER.lower(),
+}
+# SES's wording when it refuses an address rather than the message (bad syntax).
+SES_BAD_ADDRESS = re.compile(
+    r"illegal address|missing final '@domain'|local address contains|domain contains illegal",
+    re.IGNORECASE,
+)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the system's certificates takes tens of milliseconds: once per process, not per
+    # message (bench/send.py found it was most of a worker's time).
+    return ssl.create_default_context()
 
 
 class PermanentDeliveryError(Exception):
-    """The server refused the message for good (5xx): retrying would not help."""
+    """The server refused the message for good (5xx): retrying would not help.
+    `recipient_refused` says the address itself was refused (a bounce), not the message."""
+
+    def __init__(self, detail: str, *, recipient_refused: bool = True) -> None:
+        super().__init__(detail)
+        self.recipient_refused = recipient_refused
+
+
+class DeliveryError(Exception):
+    """The provider did not take the message this time (5xx, 429, a refusal of ours to fix)."""
 
 
 class Transport(Protocol):
     async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None: ...
+
+
+def wire_bytes(message: EmailMessage, **policy: Any) -> bytes:
+    """The message as it goes out, with CRLF line ends: what DKIM signs is what is sent."""
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n", **policy))
 
 
 class SmtpTransport:
@@ -35,19 +99,42 @@ class SmtpTransport:
         self.password = unquote(parsed.password) if parsed.password else None
 
     async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+        sender = extract_sender(message)
+        recipients = extract_recipients(message)
+        if not sender or not recipients:
+            raise ValueError("a message needs a From and a recipient")
+        if "Bcc" in message:
+            message = copy.copy(message)  # deleting rebinds the header list: the original keeps it
+            del message["Bcc"]
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.implicit_tls,
+            # None: STARTTLS whenever the server offers it.
+            start_tls=None if not self.implicit_tls else False,
+            tls_context=_tls_context(),
+            timeout=30,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=self.hostname,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                use_tls=self.implicit_tls,
-                # None: STARTTLS whenever the server offers it.
-                start_tls=None if not self.implicit_tls else False,
-                tls_context=ssl.create_default_context(),
-                timeout=30,
-            )
+            async with client:
+                if client.is_ehlo_or_helo_needed:
+                    await client.ehlo()
+                # The message's own bytes, not a re-serialisation: aiosmtplib's would refold
+                # long headers (List-Unsubscribe into encoded words) and break a DKIM signature.
+                raw = wire_bytes(message)
+                options = []
+                if not raw.isascii():
+                    if client.supports_extension("8BITMIME"):
+                        options.append("BODY=8BITMIME")
+                    else:
+                        raw = wire_bytes(message, cte_type="7bit")
+                if not (sender + "".join(recipients)).isascii():
+                    if not client.supports_extension("SMTPUTF8"):
+                        raise aiosmtplib.SMTPNotSupported("the server takes ASCII addresses only")
+                    options.append("SMTPUTF8")
+                await client.sendmail(sender, recipients, raw, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             if all(500 <= code < 600 for code in codes):
@@ -55,8 +142,199 @@ class SmtpTransport:
             raise
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
-                raise PermanentDeliveryError(f"{exc.code} {exc.message}") from exc
+                # The sender, the content or the connection was refused, not the address.
+                raise PermanentDeliveryError(
+                    f"{exc.code} {exc.message}", recipient_refused=False
+                ) from exc
             raise
+
+
+class PostmarkTransport:
+    """Postmark's Email API (`POST /email`). Postmark builds the MIME message from the JSON, so
+    it signs with DKIM for its verified domain; Rebound's own signature would not survive."""
+
+    def __init__(self, server_token: str) -> None:
+        if not server_token:
+            raise ValueError("MAIL_TRANSPORT for Postmark must look like postmark://SERVER_TOKEN@")
+        self.server_token = server_token
+
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+        async with _api_client(get_settings().postmark_api_origin, "POSTMARK_API_ORIGIN") as http:
+            response = await http.post(
+                POSTMARK_URL,
+                json=postmark_payload(message, shop_domain),
+                headers={
+                    "Accept": "application/json",
+                    "X-Postmark-Server-Token": self.server_token,
+                },
+            )
+        if response.status_code == 200:
+            return
+        code, text = _postmark_error(response)
+        refused = f"Postmark refused the message: HTTP {response.status_code}, {code} {text}"
+        recipient = str(message["To"] or "").lower()
+        if response.status_code == 422 and (
+            code == POSTMARK_INACTIVE_RECIPIENT
+            or (
+                code == POSTMARK_INVALID_EMAIL_REQUEST
+                and ("'to'" in text.lower() or (recipient and recipient in text.lower()))
+            )
+        ):
+            raise PermanentDeliveryError(refused)
+        raise DeliveryError(refused)
+
+
+def postmark_payload(message: EmailMessage, shop_domain: str) -> dict[str, Any]:
+    """The JSON of Postmark's `POST /email` for this message."""
+    payload: dict[str, Any] = {
+        "From": _addresses(message, "From"),
+        "To": _addresses(message, "To"),
+        "Subject": str(message["Subject"] or ""),
+        "MessageStream": str(message[STREAM_HEADER] or "outbound").strip(),
+        "Metadata": {"shop": shop_domain},
+    }
+    for header, field in (("Cc", "Cc"), ("Reply-To", "ReplyTo")):
+        if message[header]:
+            payload[field] = _addresses(message, header)
+    if message[TAG_HEADER]:
+        payload["Tag"] = str(message[TAG_HEADER]).strip()
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    if text is not None:
+        payload["TextBody"] = text.get_content()
+    if html is not None:
+        payload["HtmlBody"] = html.get_content()
+    payload["Headers"] = [
+        {"Name": name, "Value": str(value)}
+        for name, value in message.items()
+        if name.lower() not in POSTMARK_OWN_HEADERS
+    ]
+    return payload
+
+
+def _addresses(message: EmailMessage, header: str) -> str:
+    # Display names keep their characters; quoting follows RFC 5322 where a name needs it.
+    value = message[header]
+    addresses = getattr(value, "addresses", None)
+    if not addresses:
+        return str(value or "")
+    return ", ".join(str(Address(a.display_name, addr_spec=a.addr_spec)) for a in addresses)
+
+
+def _postmark_error(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.text[:300]
+    if not isinstance(body, dict):
+        return None, response.text[:300]
+    code = body.get("ErrorCode")
+    return (code if isinstance(code, int) else None), str(body.get("Message") or "")
+
+
+class SesTransport:
+    """Amazon SES API v2 `SendEmail` with the raw MIME message, signed with Signature Version 4.
+    The `shop` tag names the shop in SES's bounce and complaint events."""
+
+    def __init__(
+        self,
+        access_key: str,
+        secret_key: str,
+        region: str,
+        configuration_set: str | None = None,
+    ) -> None:
+        if not access_key or not secret_key or not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+", region):
+            raise ValueError("MAIL_TRANSPORT for SES must look like ses://ACCESS_KEY:SECRET@REGION")
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+        self.configuration_set = configuration_set
+
+    @property
+    def url(self) -> str:
+        return f"https://email.{self.region}.amazonaws.com/v2/email/outbound-emails"
+
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+        request: dict[str, Any] = {
+            "Content": {"Raw": {"Data": base64.b64encode(wire_bytes(message)).decode()}},
+            "EmailTags": [{"Name": "shop", "Value": shop_tag(shop_domain)}],
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+        body = json.dumps(request).encode()
+        headers = signed_headers(
+            "POST",
+            self.url,
+            {"Content-Type": "application/json"},
+            body,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+            service="ses",
+        )
+        async with _api_client(get_settings().ses_api_origin, "SES_API_ORIGIN") as http:
+            response = await http.post(self.url, content=body, headers=headers)
+        if response.status_code == 200:
+            return
+        code, text = _aws_error(response)
+        refused = f"SES refused the message: HTTP {response.status_code}, {code}: {text}"
+        recipient = str(message["To"] or "").lower()
+        if code in ("MessageRejected", "BadRequestException") and (
+            (recipient and recipient in text.lower()) or SES_BAD_ADDRESS.search(text)
+        ):
+            raise PermanentDeliveryError(refused)
+        raise DeliveryError(refused)
+
+
+def _aws_error(response: httpx.Response) -> tuple[str, str]:
+    """The error code and message of an AWS REST-JSON error: the code is in the
+    X-Amzn-ErrorType header (`Code:namespace…`) or the body's `__type` or `code`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    code = response.headers.get("x-amzn-errortype") or body.get("__type") or body.get("code")
+    code = str(code or "Unknown").split(":")[0].rpartition("#")[2]
+    return code, str(body.get("message") or body.get("Message") or response.text[:300])
+
+
+def shop_tag(shop_domain: str) -> str:
+    """The shop's domain as an SES tag value (letters, digits, `_` and `-` only): `.` becomes
+    `_` and a port's `:` becomes `__`. `shop_domain_from_tag` reverses it."""
+    tag = shop_domain.lower().replace(":", "__").replace(".", "_")
+    return re.sub(r"[^a-z0-9_-]", "-", tag)[:256]
+
+
+def shop_domain_from_tag(tag: str) -> str:
+    return tag.lower().replace("__", ":").replace("_", ".")
+
+
+class _OriginTransport(httpx.AsyncBaseTransport):
+    """Sends every request to one origin (a local stand-in of the API) while the Host header,
+    and so a request signature over it, keeps the API's own host."""
+
+    def __init__(self, origin: str, setting: str) -> None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{setting} must be an http(s) origin, got {origin!r}")
+        self._parts = parts
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(
+            scheme=self._parts.scheme, host=self._parts.hostname, port=self._parts.port
+        )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _api_client(origin: str | None, setting: str) -> httpx.AsyncClient:
+    if origin:
+        return httpx.AsyncClient(timeout=30.0, transport=_OriginTransport(origin, setting))
+    return httpx.AsyncClient(timeout=30.0)
 
 
 class OutboxTransport:
@@ -84,7 +362,43 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
 
 
+def transport_from_url(url: str, settings: Settings) -> Transport:
+    """The transport a MAIL_TRANSPORT URL names. Errors never repeat the URL: it holds secrets."""
+    url = url.strip()
+    if url.lower() in ("outbox", "outbox:", "outbox://"):
+        return OutboxTransport(settings.outbox_dir)
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme in ("smtp", "smtps"):
+        return SmtpTransport(url)
+    if scheme == "postmark":
+        return PostmarkTransport(unquote(parsed.username or ""))
+    if scheme == "ses":
+        query = parse_qs(parsed.query)
+        return SesTransport(
+            unquote(parsed.username or ""),
+            unquote(parsed.password or ""),
+            parsed.hostname or "",
+            configuration_set=next(iter(query.get("configuration_set", [])), None),
+        )
+    raise ValueError(
+        "a mail transport must be smtp://…, smtps://…, postmark://SERVER_TOKEN@, "
+        "ses://ACCESS_KEY:SECRET@REGION or outbox"
+    )
+
+
 def transport_for(settings: Settings) -> Transport:
+    """The default transport: MAIL_TRANSPORT, else SMTP_URL, else the outbox folder."""
+    if settings.mail_transport is not None:
+        return transport_from_url(settings.mail_transport.get_secret_value(), settings)
     if settings.smtp_url is not None:
         return SmtpTransport(settings.smtp_url.get_secret_value())
     return OutboxTransport(settings.outbox_dir)
+
+
+def transport_for_shop(shop: Shop, default: Transport) -> Transport:
+    """The shop's own transport when it has one (`rebound shops set --mail-transport`), else
+    `default`."""
+    if not shop.mail_transport_encrypted:
+        return default
+    return transport_from_url(security.decrypt(shop.mail_transport_encrypted), get_settings())

@@ -1,0 +1,784 @@
+"""Delivery through the providers, DKIM, and bounces: Postmark's and Amazon SES's HTTP APIs (local
+stand-ins built from their documentation), DKIM signatures checked with dkimpy, the bounce and
+complaint webhooks into the suppression list, and each shop's own mail transport."""
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import dkim
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+from sqlmodel import select
+
+from app import security
+from app.commerce.events import Customer
+from app.db import sessionmaker
+from app.mail import render
+from app.mail.models import Suppression
+from app.mail.repository import add_suppression, is_suppressed
+from app.mail.sigv4 import signed_headers
+from app.mail.transport import (
+    DeliveryError,
+    OutboxTransport,
+    PermanentDeliveryError,
+    PostmarkTransport,
+    SesTransport,
+    SmtpTransport,
+    shop_domain_from_tag,
+    shop_tag,
+    transport_for,
+    transport_for_shop,
+    transport_from_url,
+    wire_bytes,
+)
+from app.privacy import repository as privacy
+from app.queue import Jobs
+from app.settings import Settings, get_settings
+from app.shops import service as shops_service
+from app.shops.models import Shop
+from flows import engine
+from flows.models import Enrollment
+from integrations.local_server import serve_app
+from integrations.shopify import webhooks
+from tests.conftest import SHOP_DOMAIN, _free_port
+from tests.mail_standins import (
+    SIGNATURE_MISMATCH,
+    PostmarkStandin,
+    SesStandin,
+    SnsStandin,
+    postmark_bounce,
+    postmark_complaint,
+    postmark_subscription_change,
+    ses_bounce,
+    ses_complaint,
+)
+from tests.shopify import fixture
+
+CUSTOMER = "jane.doe@example.com"
+WEBHOOK_USER, WEBHOOK_PASSWORD = "postmark", "hook-password-0123456789"
+
+
+class Capture:
+    """A transport that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[EmailMessage, str]] = []
+
+    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+        self.messages.append((message, shop_domain))
+
+
+class RawMailbox:
+    """An SMTP server's handler that keeps the bytes exactly as they arrived."""
+
+    def __init__(self) -> None:
+        self.raw: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.raw.append(envelope.original_content or envelope.content)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def raw_smtp() -> Iterator[tuple[RawMailbox, str]]:
+    box = RawMailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield box, f"smtp://127.0.0.1:{controller.port}"
+    controller.stop()
+
+
+@pytest.fixture
+async def postmark(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PostmarkStandin]:
+    standin = PostmarkStandin()
+    async with serve_app(standin.app()) as origin:
+        monkeypatch.setattr(get_settings(), "postmark_api_origin", origin)
+        yield standin
+
+
+@pytest.fixture
+async def ses(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SesStandin]:
+    standin = SesStandin()
+    async with serve_app(standin.app()) as origin:
+        monkeypatch.setattr(get_settings(), "ses_api_origin", origin)
+        yield standin
+
+
+@pytest.fixture
+async def sns(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SnsStandin]:
+    standin = SnsStandin()
+    async with serve_app(standin.app()) as origin:
+        standin.origin = origin
+        monkeypatch.setattr(get_settings(), "sns_cert_origin", origin)
+        monkeypatch.setattr(get_settings(), "sns_topic_arns", f"{standin.topic_arn}, other")
+        yield standin
+
+
+@pytest.fixture
+def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = SecretStr(f"{WEBHOOK_USER}:{WEBHOOK_PASSWORD}")
+    monkeypatch.setattr(get_settings(), "postmark_webhook_secret", secret)
+
+
+@pytest.fixture
+def dkim_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A DKIM key in the settings; returns the DNS TXT record that publishes it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    settings = get_settings()
+    monkeypatch.setattr(settings, "dkim_private_key", SecretStr(pem))
+    monkeypatch.setattr(settings, "dkim_selector", "rebound2026")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def dns(record: bytes, name: bytes = b"rebound2026._domainkey.rebound.test.") -> Any:
+    def lookup(asked: bytes, timeout: int = 5) -> bytes | None:
+        return record if asked == name else None
+
+    return lookup
+
+
+async def first_reminder(shop: Shop, transport: Any) -> str:
+    """Run the first abandoned-cart reminder of "Fern & Moss" through the flow engine."""
+    payload = fixture("checkouts_create")
+    now = datetime.now(UTC).isoformat()
+    payload.update(created_at=now, updated_at=now)
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        stored = await session.get(Shop, shop.id)
+        assert stored is not None
+        stored.name = "Fern & Moss"
+        for event in webhooks.events("checkouts/create", payload):
+            await engine.apply(session, Jobs(), shop.id, event)
+        await session.commit()
+        enrollment = (await session.exec(select(Enrollment))).one()
+        assert enrollment.id is not None
+        return await engine.run_step(session, Jobs(), transport, enrollment.id, 0)
+
+
+async def composed(shop: Shop) -> EmailMessage:
+    """The first abandoned-cart reminder as the engine hands it over, finished."""
+    capture = Capture()
+    assert await first_reminder(shop, capture) == "sent"
+    message = capture.messages[0][0]
+    return render.finish(message, "Fern & Moss", shop.domain)
+
+
+def signed_header_names(raw: bytes) -> list[str]:
+    parsed = message_from_bytes(raw, policy=policy.default)
+    tags = dict(
+        part.strip().split("=", 1) for part in str(parsed["DKIM-Signature"]).split(";") if part
+    )
+    return [name.strip() for name in "".join(tags["h"].split()).split(":")]
+
+
+async def suppressions() -> list[Suppression]:
+    async with sessionmaker()() as session:
+        return list((await session.exec(select(Suppression))).all())
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# --- AWS Signature Version 4 ---------------------------------------------------------------------
+
+
+def test_signature_version_4_matches_the_example_in_the_aws_documentation() -> None:
+    headers = signed_headers(
+        "GET",
+        "https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08",
+        {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        b"",
+        access_key="AKIDEXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        service="iam",
+        now=datetime(2015, 8, 30, 12, 36, tzinfo=UTC),
+    )
+
+    assert headers["X-Amz-Date"] == "20150830T123600Z"
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date, "
+        "Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    )
+
+
+# --- Postmark ------------------------------------------------------------------------------------
+
+
+async def test_postmark_gets_the_message_as_json_with_every_header_and_the_shop(
+    shop: Shop, postmark: PostmarkStandin
+) -> None:
+    message = await composed(shop)
+
+    await PostmarkTransport(postmark.server_token).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    (sent,) = postmark.received
+    assert postmark.headers[0]["host"] == "api.postmarkapp.com"
+    assert postmark.headers[0]["accept"] == "application/json"
+    assert sent["From"] == "Fern & Moss <shop@rebound.test>"
+    assert sent["To"] == CUSTOMER
+    assert sent["Subject"] == str(message["Subject"])
+    assert sent["TextBody"] == message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert sent["HtmlBody"] == message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert sent["MessageStream"] == "outbound"
+    assert sent["Metadata"] == {"shop": SHOP_DOMAIN}
+    headers = {h["Name"]: h["Value"] for h in sent["Headers"]}
+    assert headers["List-Unsubscribe"] == str(message["List-Unsubscribe"])
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert headers["List-Id"] == '"Fern & Moss" <rebound-test-myshopify-com.rebound.test>'
+    assert headers["Message-ID"] == str(message["Message-ID"])
+    assert not {"From", "To", "Subject", "Content-Type", "MIME-Version"} & set(headers)
+
+
+async def test_postmark_stream_comes_from_the_stream_header(postmark: PostmarkStandin) -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@rebound.test", CUSTOMER, "Hi"
+    message["X-Rebound-Stream"] = "broadcast"
+    message.set_content("Hello")
+
+    await PostmarkTransport(postmark.server_token).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    (sent,) = postmark.received
+    assert sent["MessageStream"] == "broadcast" and "HtmlBody" not in sent
+    assert "X-Rebound-Stream" not in {h["Name"] for h in sent["Headers"]}
+
+
+async def test_postmark_inactive_recipient_is_a_permanent_refusal(
+    shop: Shop, postmark: PostmarkStandin
+) -> None:
+    postmark.inactive.add(CUSTOMER)
+
+    with pytest.raises(PermanentDeliveryError, match="406"):
+        await PostmarkTransport(postmark.server_token).deliver(
+            await composed(shop), shop_domain=SHOP_DOMAIN
+        )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, {"ErrorCode": 0, "Message": "Internal Server Error"}),
+        (429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}),
+        (422, {"ErrorCode": 412, "Message": "Your account is pending approval."}),
+    ],
+)
+async def test_postmark_server_errors_are_retried_not_permanent(
+    shop: Shop, postmark: PostmarkStandin, status: int, body: dict[str, Any]
+) -> None:
+    postmark.failures.append((status, body))
+    message = await composed(shop)
+
+    with pytest.raises(DeliveryError, match=str(status)) as raised:
+        await PostmarkTransport(postmark.server_token).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    assert not isinstance(raised.value, PermanentDeliveryError)
+    await PostmarkTransport(postmark.server_token).deliver(message, shop_domain=SHOP_DOMAIN)
+    assert len(postmark.received) == 1
+
+
+async def test_postmark_with_a_wrong_token_is_an_error_to_retry(
+    shop: Shop, postmark: PostmarkStandin
+) -> None:
+    with pytest.raises(DeliveryError, match="401"):
+        await PostmarkTransport("wrong").deliver(await composed(shop), shop_domain=SHOP_DOMAIN)
+    assert postmark.received == []
+
+
+# --- Amazon SES ----------------------------------------------------------------------------------
+
+
+def ses_transport(standin: SesStandin, secret: str | None = None) -> SesTransport:
+    ((key, real_secret),) = standin.credentials.items()
+    return SesTransport(key, secret or real_secret, standin.region)
+
+
+async def test_ses_gets_the_raw_message_signed_with_signature_version_4(
+    shop: Shop, ses: SesStandin
+) -> None:
+    message = await composed(shop)
+
+    await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    (sent,) = ses.received
+    assert sent["host"] == "email.eu-west-1.amazonaws.com"
+    assert sent["raw"] == wire_bytes(message)
+    assert sent["request"]["EmailTags"] == [{"Name": "shop", "Value": shop_tag(SHOP_DOMAIN)}]
+    arrived = message_from_bytes(sent["raw"], policy=policy.default)
+    assert arrived["To"] == CUSTOMER and arrived["Subject"] == message["Subject"]
+    assert arrived["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_ses_refuses_a_wrong_signature_and_nothing_is_sent(
+    shop: Shop, ses: SesStandin
+) -> None:
+    transport = ses_transport(ses, secret="not-the-secret-key")
+
+    with pytest.raises(DeliveryError, match="SignatureDoesNotMatch") as raised:
+        await transport.deliver(await composed(shop), shop_domain=SHOP_DOMAIN)
+
+    assert SIGNATURE_MISMATCH in str(raised.value)
+    assert not isinstance(raised.value, PermanentDeliveryError)
+    assert ses.received == [] and ses.refusals[0][0] == 403
+
+
+async def test_ses_rejecting_the_recipient_is_permanent_and_throttling_is_not(
+    shop: Shop, ses: SesStandin
+) -> None:
+    message = await composed(shop)
+    ses.unverified.add(CUSTOMER)
+    with pytest.raises(PermanentDeliveryError, match="MessageRejected"):
+        await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    ses.unverified.clear()
+    ses.failures.append((429, "TooManyRequestsException", "Too many requests."))
+    with pytest.raises(DeliveryError) as raised:
+        await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+    assert not isinstance(raised.value, PermanentDeliveryError)
+
+    ses.failures.append((500, "InternalFailure", "We encountered an internal error."))
+    with pytest.raises(DeliveryError, match="500"):
+        await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+    assert ses.received == []
+
+
+def test_shop_tags_are_valid_ses_tag_values_and_name_the_shop_again() -> None:
+    for domain in (SHOP_DOMAIN, "store.example.com:8443", "shop-1.example.org"):
+        tag = shop_tag(domain)
+        assert tag.replace("_", "").replace("-", "").isalnum()
+        assert shop_domain_from_tag(tag) == domain
+
+
+# --- DKIM ----------------------------------------------------------------------------------------
+
+
+async def test_dkim_signs_a_composed_message_and_dkimpy_verifies_it(
+    shop: Shop, dkim_key: bytes
+) -> None:
+    message = await composed(shop)
+    raw = wire_bytes(message)
+
+    assert dkim.verify(raw, dnsfunc=dns(dkim_key))
+    signed = signed_header_names(raw)
+    for name in ("from", "to", "subject", "date", "message-id", "mime-version", "content-type"):
+        assert name in signed
+    for name in ("list-unsubscribe", "list-unsubscribe-post", "list-id"):
+        assert signed.count(name) == 2  # once more than present: none can be added
+    assert "c=relaxed/relaxed" in "".join(str(message["DKIM-Signature"]).split())
+    assert "d=rebound.test" in str(message["DKIM-Signature"])
+
+
+async def test_dkim_fails_when_a_signed_header_changes_or_is_added(
+    shop: Shop, dkim_key: bytes
+) -> None:
+    message = await composed(shop)
+    raw = wire_bytes(message)
+
+    changed = raw.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"X-Gone: 1")
+    assert not dkim.verify(changed, dnsfunc=dns(dkim_key))
+    added = b"List-Unsubscribe: <https://evil.example/u>\r\n" + raw
+    assert not dkim.verify(added, dnsfunc=dns(dkim_key))
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = other_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert not dkim.verify(raw, dnsfunc=dns(b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)))
+
+
+async def test_dkim_signature_survives_smtp_and_ses_byte_for_byte(
+    shop: Shop, dkim_key: bytes, raw_smtp: tuple[RawMailbox, str], ses: SesStandin
+) -> None:
+    message = await composed(shop)
+    box, url = raw_smtp
+
+    await SmtpTransport(url).deliver(message, shop_domain=SHOP_DOMAIN)
+    await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    (over_smtp,) = box.raw
+    assert dkim.verify(over_smtp, dnsfunc=dns(dkim_key))
+    assert dkim.verify(ses.received[0]["raw"], dnsfunc=dns(dkim_key))
+    # Sent as composed: the https unsubscribe URL is not folded into encoded words.
+    assert b"List-Unsubscribe: <https://rebound.test/u/" in over_smtp
+
+
+async def test_dkim_key_from_a_file_and_its_own_domain(
+    shop: Shop, dkim_key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = get_settings()
+    assert settings.dkim_private_key is not None
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_text(settings.dkim_private_key.get_secret_value())
+    monkeypatch.setattr(settings, "dkim_private_key", SecretStr(str(key_file)))
+    monkeypatch.setattr(settings, "dkim_domain", "mail.fernandmoss.example")
+
+    raw = wire_bytes(await composed(shop))
+
+    name = b"rebound2026._domainkey.mail.fernandmoss.example."
+    assert dkim.verify(raw, dnsfunc=dns(dkim_key, name))
+
+
+async def test_without_a_dkim_key_finish_adds_only_list_id(shop: Shop) -> None:
+    message = await composed(shop)
+    message = render.finish(message, 'Evil "Shop"\r\nBcc: victim@example.com', SHOP_DOMAIN)
+
+    assert message["DKIM-Signature"] is None
+    assert message.get_all("List-Id") == [
+        '"Evil \\"Shop\\" Bcc: victim@example.com" <rebound-test-myshopify-com.rebound.test>'
+    ]
+    assert message["Bcc"] is None
+    parsed = message_from_bytes(wire_bytes(message), policy=policy.default)
+    assert parsed["Bcc"] is None
+    assert render.finish(message, "Café Größe", SHOP_DOMAIN)["List-Id"] == (
+        "Café Größe <rebound-test-myshopify-com.rebound.test>"
+    )
+
+
+# --- Postmark bounce webhook ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("webhook_secret")
+async def test_postmark_bounce_with_good_credentials_suppresses_the_address(
+    shop: Shop, server: httpx.AsyncClient
+) -> None:
+    bounce = postmark_bounce("Jane.Doe@Example.com", SHOP_DOMAIN)
+    response = await server.post(
+        "/webhooks/postmark", json=bounce, headers=basic(WEBHOOK_USER, WEBHOOK_PASSWORD)
+    )
+
+    assert response.status_code == 200, response.text
+    (stored,) = await suppressions()
+    assert (stored.shop_id, stored.email, stored.reason) == (shop.id, CUSTOMER, "bounce")
+    assert stored.detail and stored.detail.startswith("HardBounce")
+    async with sessionmaker()() as session:
+        assert shop.id is not None
+        assert await is_suppressed(session, shop.id, CUSTOMER)
+
+
+@pytest.mark.usefixtures("webhook_secret")
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic(WEBHOOK_USER, "wrong-password"),
+        basic("someone", WEBHOOK_PASSWORD),
+        {"Authorization": "Basic not base64!"},
+        {"Authorization": "Bearer " + WEBHOOK_PASSWORD},
+    ],
+)
+async def test_postmark_bounce_with_bad_credentials_is_refused_and_stores_nothing(
+    shop: Shop, server: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await server.post(
+        "/webhooks/postmark", json=postmark_bounce(CUSTOMER, SHOP_DOMAIN), headers=headers
+    )
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert await suppressions() == []
+
+
+async def test_postmark_webhook_refuses_everything_without_a_secret(
+    shop: Shop, server: httpx.AsyncClient
+) -> None:
+    response = await server.post(
+        "/webhooks/postmark",
+        json=postmark_bounce(CUSTOMER, SHOP_DOMAIN),
+        headers=basic(WEBHOOK_USER, WEBHOOK_PASSWORD),
+    )
+    assert response.status_code == 401 and await suppressions() == []
+
+
+@pytest.mark.usefixtures("webhook_secret")
+async def test_postmark_complaints_suppress_and_soft_bounces_or_strangers_do_not(
+    shop: Shop, server: httpx.AsyncClient
+) -> None:
+    records = [
+        postmark_bounce("soft@example.com", SHOP_DOMAIN, bounce_type="SoftBounce", inactive=False),
+        postmark_bounce("stranger@example.com", "unknown-shop.myshopify.com"),
+        postmark_bounce("nometa@example.com", None),
+        {"RecordType": "Delivery", "Email": "x@example.com", "Metadata": {"shop": SHOP_DOMAIN}},
+        postmark_complaint(CUSTOMER, SHOP_DOMAIN),
+        postmark_subscription_change("left@example.com", SHOP_DOMAIN, "ManualSuppression"),
+        postmark_subscription_change("back@example.com", SHOP_DOMAIN, None),
+        postmark_subscription_change("broadcast@example.com", SHOP_DOMAIN, "HardBounce"),
+    ]
+    for record in records:
+        response = await server.post(
+            "/webhooks/postmark", json=record, headers=basic(WEBHOOK_USER, WEBHOOK_PASSWORD)
+        )
+        assert response.status_code == 200, response.text
+
+    assert sorted((s.email, s.reason) for s in await suppressions()) == [
+        ("broadcast@example.com", "bounce"),
+        (CUSTOMER, "complaint"),
+    ]
+
+
+# --- SES through SNS -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_a_signed_ses_bounce_suppresses_every_permanently_bounced_address(
+    shop: Shop, server: httpx.AsyncClient, sns: SnsStandin, version: str
+) -> None:
+    event = ses_bounce([CUSTOMER, "other@example.com"], shop_tag(SHOP_DOMAIN))
+
+    response = await sns.deliver(
+        server.base_url.join("/webhooks/ses"), sns.notification(event, version=version)
+    )
+
+    assert response.status_code == 200, response.text
+    stored = await suppressions()
+    assert sorted((s.email, s.reason) for s in stored) == [
+        ("jane.doe@example.com", "bounce"),
+        ("other@example.com", "bounce"),
+    ]
+    assert all(s.shop_id == shop.id for s in stored)
+
+
+async def test_ses_complaints_suppress_and_transient_bounces_do_not(
+    shop: Shop, server: httpx.AsyncClient, sns: SnsStandin
+) -> None:
+    endpoint = server.base_url.join("/webhooks/ses")
+    tag = shop_tag(SHOP_DOMAIN)
+    for event in (
+        ses_bounce(["soft@example.com"], tag, bounce_type="Transient"),
+        ses_bounce(["untagged@example.com"], None, event=False),
+        ses_bounce(["stranger@example.com"], shop_tag("unknown.myshopify.com")),
+        ses_complaint(CUSTOMER, tag),
+    ):
+        response = await sns.deliver(endpoint, sns.notification(event, subject="SES event"))
+        assert response.status_code == 200, response.text
+
+    assert [(s.email, s.reason, s.detail) for s in await suppressions()] == [
+        (CUSTOMER, "complaint", "abuse")
+    ]
+    assert sns.certificate_fetches == 1  # kept after the first message
+
+
+async def test_a_tampered_sns_message_is_refused_and_stores_nothing(
+    shop: Shop, server: httpx.AsyncClient, sns: SnsStandin
+) -> None:
+    document = sns.notification(ses_bounce(["someone@example.com"], shop_tag(SHOP_DOMAIN)))
+    tampered = {**document, "Message": document["Message"].replace("someone", "jane.doe")}
+    unsigned = {**document, "Signature": base64.b64encode(b"\0" * 256).decode()}
+    downgraded = {**document, "SignatureVersion": "0"}
+
+    for forged in (tampered, unsigned, downgraded):
+        response = await sns.deliver(server.base_url.join("/webhooks/ses"), forged)
+        assert response.status_code == 403
+
+    assert await suppressions() == []
+
+
+@pytest.mark.parametrize(
+    "cert_url",
+    [
+        "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-1.pem",
+        "https://evil.example/SimpleNotificationService-1.pem",
+        "http://127.0.0.1:9/SimpleNotificationService-1.pem",
+    ],
+)
+async def test_a_signing_certificate_off_sns_is_never_fetched(
+    shop: Shop, server: httpx.AsyncClient, sns: SnsStandin, cert_url: str
+) -> None:
+    document = sns.notification(ses_bounce([CUSTOMER], shop_tag(SHOP_DOMAIN)))
+
+    response = await sns.deliver(
+        server.base_url.join("/webhooks/ses"), {**document, "SigningCertURL": cert_url}
+    )
+
+    assert response.status_code == 403
+    assert sns.certificate_fetches == 0 and await suppressions() == []
+
+
+async def test_without_the_stand_in_only_https_sns_hosts_of_the_topics_region_are_trusted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.mail.bounces import _from_sns
+
+    monkeypatch.setattr(get_settings(), "sns_cert_origin", None)
+    good = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem"
+    assert _from_sns(good, "eu-west-1")
+    for bad in (
+        good.replace("https", "http"),
+        good.replace("eu-west-1", "us-east-1"),
+        "https://sns.eu-west-1.amazonaws.com.evil.example/x.pem",
+        "https://user@sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com:8443/x.pem",
+    ):
+        assert not _from_sns(bad, "eu-west-1"), bad
+
+
+async def test_messages_from_a_topic_not_configured_are_refused(
+    shop: Shop, server: httpx.AsyncClient, sns: SnsStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "sns_topic_arns", None)
+    document = sns.notification(ses_bounce([CUSTOMER], shop_tag(SHOP_DOMAIN)))
+
+    response = await sns.deliver(server.base_url.join("/webhooks/ses"), document)
+
+    assert response.status_code == 403 and await suppressions() == []
+
+
+async def test_a_subscription_confirmation_gets_its_subscribe_url(
+    server: httpx.AsyncClient, sns: SnsStandin
+) -> None:
+    response = await sns.deliver(
+        server.base_url.join("/webhooks/ses"), sns.subscription_confirmation()
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(sns.confirmed) == 1 and sns.confirmed[0].startswith(sns.topic_arn)
+
+
+async def test_a_subscription_confirmation_pointing_elsewhere_is_not_followed(
+    server: httpx.AsyncClient, sns: SnsStandin
+) -> None:
+    document = sns.subscription_confirmation()
+    document = sns.sign(
+        {
+            key: document[key]
+            for key in ("Type", "MessageId", "Token", "TopicArn", "Message", "Timestamp")
+        }
+        | {"SubscribeURL": "https://evil.example/?Action=ConfirmSubscription"},
+        "2",
+    )
+
+    response = await sns.deliver(server.base_url.join("/webhooks/ses"), document)
+
+    assert response.status_code == 403 and sns.confirmed == []
+
+
+# --- Choosing the transport ----------------------------------------------------------------------
+
+
+def test_mail_transport_urls_name_each_transport(tmp_path: Path) -> None:
+    settings = Settings(rebound_home=tmp_path)
+
+    postmark = transport_from_url("postmark://server-token-1@", settings)
+    assert isinstance(postmark, PostmarkTransport) and postmark.server_token == "server-token-1"
+    ses = transport_from_url("ses://AKIAEXAMPLE:abc%2Fdef%2Bg@eu-north-1", settings)
+    assert isinstance(ses, SesTransport)
+    assert (ses.access_key, ses.secret_key, ses.region) == (
+        "AKIAEXAMPLE",
+        "abc/def+g",
+        "eu-north-1",
+    )
+    assert ses.url == "https://email.eu-north-1.amazonaws.com/v2/email/outbound-emails"
+    configured = transport_from_url("ses://K:S@us-east-1?configuration_set=rebound", settings)
+    assert isinstance(configured, SesTransport) and configured.configuration_set == "rebound"
+    smtps = transport_from_url("smtps://user:pa%40ss@mail.example.com", settings)
+    assert isinstance(smtps, SmtpTransport) and smtps.implicit_tls and smtps.password == "pa@ss"
+    assert smtps.port == 465
+    assert isinstance(transport_from_url("outbox", settings), OutboxTransport)
+    for wrong in (
+        "postmark://",
+        "ses://s3cr3t@eu-west-1",
+        "ses://KEY:s3cr3t@",
+        "http://s3cr3t@example.com",
+        "mailgun://s3cr3t@",
+    ):
+        with pytest.raises(ValueError) as raised:
+            transport_from_url(wrong, settings)
+        assert "s3cr3t" not in str(raised.value)  # URLs hold secrets: errors never repeat them
+
+
+def test_mail_transport_wins_over_smtp_url_which_still_works(tmp_path: Path) -> None:
+    smtp = Settings(rebound_home=tmp_path, smtp_url=SecretStr("smtp://u:p@mail.example.com:587"))
+    chosen = transport_for(smtp)
+    assert isinstance(chosen, SmtpTransport) and (chosen.hostname, chosen.port) == (
+        "mail.example.com",
+        587,
+    )
+    both = Settings(
+        rebound_home=tmp_path,
+        smtp_url=SecretStr("smtp://mail.example.com"),
+        mail_transport=SecretStr("postmark://tok@"),
+    )
+    assert isinstance(transport_for(both), PostmarkTransport)
+    assert isinstance(transport_for(Settings(rebound_home=tmp_path)), OutboxTransport)
+
+
+async def test_a_shop_with_its_own_transport_sends_through_it(
+    shop: Shop, postmark: PostmarkStandin
+) -> None:
+    default = Capture()
+    async with sessionmaker()() as session:
+        stored = await session.get(Shop, shop.id)
+        assert stored is not None
+        assert transport_for_shop(stored, default) is default
+        kind = shops_service.set_mail_transport(stored, f"postmark://{postmark.server_token}@")
+        await session.commit()
+        assert kind == "postmark" and stored.mail_transport_encrypted
+        assert postmark.server_token not in stored.mail_transport_encrypted
+        assert security.decrypt(stored.mail_transport_encrypted).startswith("postmark://")
+
+    assert await first_reminder(shop, default) == "sent"
+
+    (sent,) = postmark.received
+    assert sent["To"] == CUSTOMER and default.messages == []
+
+    async with sessionmaker()() as session:
+        stored = await session.get(Shop, shop.id)
+        assert stored is not None
+        with pytest.raises(shops_service.SendingRuleError):
+            shops_service.set_mail_transport(stored, "mailgun://key@")
+        assert stored.mail_transport_encrypted  # a refused edit changes nothing
+        assert shops_service.set_mail_transport(stored, "default") == "default"
+        assert transport_for_shop(stored, default) is default
+
+
+async def test_shops_set_mail_transport_from_the_command_line(shop: Shop) -> None:
+    from tests.test_cli import rebound
+
+    code, output = await rebound(
+        "shops", "set", "--shop", SHOP_DOMAIN, "--mail-transport", "ses://AKIA1:s3cret@eu-west-1"
+    )
+    assert code == 0, output
+    assert "mail transport ses" in output and "s3cret" not in output
+    async with sessionmaker()() as session:
+        stored = await session.get(Shop, shop.id)
+        assert stored is not None and stored.mail_transport_encrypted
+        assert isinstance(transport_for_shop(stored, Capture()), SesTransport)
+
+    code, output = await rebound("shops", "set", "--shop", SHOP_DOMAIN, "--mail-transport", "x")
+    assert code != 0 and "mail transport must be" in output
+
+
+# --- The suppression list ------------------------------------------------------------------------
+
+
+async def test_suppressions_keep_the_first_reason_and_go_with_a_redaction(shop: Shop) -> None:
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        await add_suppression(session, shop.id, " Jane.Doe@example.com ", "smtp_5xx", "550 5.1.1")
+        await add_suppression(session, shop.id, CUSTOMER, "complaint", "abuse")
+        await add_suppression(session, shop.id, "", "bounce", None)
+        await session.commit()
+        assert await is_suppressed(session, shop.id, "JANE.DOE@example.com")
+        assert not await is_suppressed(session, shop.id, "john@example.com")
+    assert [(s.email, s.reason) for s in await suppressions()] == [(CUSTOMER, "smtp_5xx")]
+
+    async with sessionmaker()() as session:
+        await privacy.redact_customer(session, shop.id, Customer(CUSTOMER, None, None))
+        await session.commit()
+    assert await suppressions() == []
