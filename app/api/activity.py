@@ -1,0 +1,89 @@
+"""What the flows did lately: emails sent, skipped, failed, offers withheld; series waiting."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from app.api.auth import ShopDep
+from app.api.errors import RESPONSES
+from app.db import SessionDep
+from flows import repository as flows_repository
+from flows.models import Enrollment, Send
+
+router = APIRouter(prefix="/api", tags=["activity"], responses=RESPONSES)
+
+
+class SendActivity(BaseModel):
+    at: datetime
+    flow: str
+    step: str  # the step's key; "alert" for customer service's alert
+    email: str
+    status: str  # sending, sent, failed, skipped
+    note: str | None  # why it was skipped or failed, the code it carried, an offer withheld
+
+
+class WaitingActivity(BaseModel):
+    due: datetime | None  # None: waiting for an event (a parcel)
+    flow: str
+    step: str
+    email: str
+    waiting_for: str | None
+
+
+class Activity(BaseModel):
+    sends: list[SendActivity]
+    waiting: list[WaitingActivity]
+
+
+def _note(send: Send) -> str | None:
+    notes = [send.error] if send.error else []
+    if send.offer_skipped:
+        notes.append(f"offer withheld: {send.offer_skipped}")
+    elif send.discount_code:
+        notes.append(f"offer {send.discount_code}")
+    return "; ".join(notes) or None
+
+
+def _step_key(enrollment: Enrollment, step: int | None) -> str:
+    if step is None:
+        return "-"
+    if step < 0:
+        return "alert"
+    steps = enrollment.steps
+    return str(steps[step].get("key") or step + 1) if step < len(steps) else str(step + 1)
+
+
+@router.get("/activity")
+async def activity(
+    shop: ShopDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> Activity:
+    """The latest `limit` emails, newest first, and up to `limit` series waiting for a parcel,
+    the morning or smart sending."""
+    assert shop.id is not None
+    sends = await flows_repository.recent_activity(session, shop.id, limit)
+    waiting = await flows_repository.waiting_enrollments(session, shop.id, limit)
+    return Activity(
+        sends=[
+            SendActivity(
+                at=send.claimed_at,
+                flow=enrollment.flow,
+                step=_step_key(enrollment, send.step),
+                email=send.email,
+                status=send.status.value,
+                note=_note(send),
+            )
+            for send, enrollment in sends
+        ],
+        waiting=[
+            WaitingActivity(
+                due=enrollment.due_at,
+                flow=enrollment.flow,
+                step=_step_key(enrollment, enrollment.next_step),
+                email=enrollment.email,
+                waiting_for=enrollment.waiting_for,
+            )
+            for enrollment in waiting
+        ],
+    )
