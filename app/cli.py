@@ -2,23 +2,26 @@
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
 
 from app import migrate
-from app.db import dispose_engine, sessionmaker
+from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox import repository as inbox_repository
 from app.inbox.models import InboxStatus
 from app.inbox.tasks import process_entry
 from app.redis import embedded_redis, redis_settings
 from app.settings import get_settings
 from app.shops import repository as shops_repository
+from app.shops import service as shops_service
 from app.shops.models import Shop
 from app.shops.service import ShopError, connect_shopify, connect_woocommerce
 from flows import service as flows_service
@@ -131,9 +134,12 @@ async def _play_demo(server: uvicorn.Server, port: int) -> None:
     # The demo store's Admin API (products, discount codes) is a local Shopify stand-in.
     async with serve_stand_in(standin) as origin:
         settings.shopify_api_origin = origin
-        _, api_secret = await prepare(standin.token_for(DEMO_DOMAIN))
+        shop, api_secret = await prepare(standin.token_for(DEMO_DOMAIN))
         while not server.started:  # noqa: ASYNC110  (uvicorn offers no started event)
             await asyncio.sleep(0.1)
+        from app.api.auth import admin_login_link
+
+        print(f"[demo] The merchant's admin (one-time link, 15 minutes): {admin_login_link(shop)}")
         outbox = settings.outbox_dir if settings.smtp_url is None else None
         await DemoStore(f"http://127.0.0.1:{port}", api_secret, outbox).run()
         print("[demo] All demo shoppers have been. Rebound keeps running; Ctrl-C stops it.")
@@ -280,7 +286,7 @@ def shops_list() -> None:
 
 
 async def _shop(session: Any, domain: str) -> Shop:
-    shop = await shops_repository.get_by_domain(session, "shopify", domain.strip().lower())
+    shop = await shops_repository.find_by_domain(session, domain)
     if shop is None:
         raise FlowSettingError(f"no connected store {domain!r}; see `rebound shops list`")
     return shop
@@ -302,24 +308,52 @@ def _edit_flow(
 
 
 @flows_cli.command("list")
-def flows_list(shop: ShopOption) -> None:
-    """Show each flow, on or off, with its step delays."""
+def flows_list(
+    shop: ShopOption,
+    as_json: Annotated[bool, typer.Option("--json", help="The flows as data, for scripts")] = False,
+) -> None:
+    """Show each flow, on or off, with its steps (delay, anchor, offer) and settings."""
 
     async def listing(session: Any, found: Shop) -> str:
         from flows import repository
+        from flows.definitions import settings_for
 
         assert found.id is not None
-        rows = []
-        for flow in await repository.list_flows(session, found.id):
-            delays = ", ".join(
-                format_duration(step["delay"])
-                + (f" ({_describe(step['offer'])})" if step.get("offer") else "")
-                for step in flow.steps
+        flows = await repository.list_flows(session, found.id)
+        if as_json:
+            return json.dumps(
+                [
+                    {
+                        "name": flow.name,
+                        "enabled": flow.enabled,
+                        "version": flow.version,
+                        "steps": flow.steps,
+                        "settings": settings_for(flow.name, flow.settings),
+                    }
+                    for flow in flows
+                ],
+                indent=2,
             )
-            rows.append(f"{flow.name}\t{'on' if flow.enabled else 'off'}\t{delays}")
-        return "\n".join(rows)
+        return "\n".join(
+            f"{flow.name}\t{'on' if flow.enabled else 'off'}\t"
+            + ", ".join(_describe_step(step) for step in flow.steps)
+            for flow in flows
+        )
 
     _edit_flow(shop, listing, str)
+
+
+def _describe_step(step: dict[str, Any]) -> str:
+    after = step.get("after", "trigger")
+    text = format_duration(step["delay"]) + (f" after {after}" if after != "trigger" else "")
+    text = f"{step.get('key', step.get('template'))} {text}"
+    if step.get("offer"):
+        text += f" ({_describe(step['offer'])})"
+    if step.get("offers"):
+        text += " (offer by segment)"
+    if not step.get("enabled", True):
+        text += " [off]"
+    return text
 
 
 def _describe(offer: dict[str, Any]) -> str:
@@ -334,34 +368,87 @@ def _describe(offer: dict[str, Any]) -> str:
 def flows_set(
     shop: ShopOption,
     flow: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOW_NAMES)}")],
-    step: Annotated[int, typer.Option(help="Which step, counting from 1")],
+    step: Annotated[int | None, typer.Option(help="Which step, counting from 1")] = None,
     delay: Annotated[
         str | None, typer.Option(help="Wait before this step: 0s, 90m, 24h, 3d")
     ] = None,
     offer: Annotated[
         str | None, typer.Option(help="The step's offer: 10%, 5.00 (off), free-shipping, none")
     ] = None,
+    step_on: Annotated[
+        bool | None, typer.Option("--step-on/--step-off", help="Switch the step on or off")
+    ] = None,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(help="A flow setting as KEY=VALUE, e.g. min_cart_value=50 (repeatable)"),
+    ] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="With --subject/--intro: the language they are for")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Your own subject line ({{ first_name }} allowed; '' resets)")
+    ] = None,
+    intro: Annotated[str | None, typer.Option(help="Your own opening words ('' resets)")] = None,
 ) -> None:
-    """Set a flow step's delay (counted from when the cart was last touched) and its offer."""
-    if delay is None and offer is None:
-        raise _fail("say what to set: --delay, --offer or both")
+    """Tune a flow: a step's delay, offer or on/off, and the flow's settings. Edits apply to
+    new enrollments; running ones keep the version they started with."""
+    words = subject is not None or intro is not None
+    step_edits = delay is not None or offer is not None or step_on is not None or words
+    if not step_edits and not setting:
+        raise _fail(
+            "say what to set: --delay, --offer, --step-on/--step-off, --subject/--intro "
+            "or --setting"
+        )
+    if words and lang is None:
+        raise _fail("say which language --subject and --intro are for with --lang")
+    if step_edits and step is None:
+        raise _fail("say which step with --step N")
     try:
         seconds = parse_duration(delay) if delay is not None else None
         new_offer = flows_service.parse_offer(offer) if offer is not None else None
+        settings = [_setting(item) for item in setting or []]
     except FlowSettingError as exc:
         raise _fail(str(exc)) from exc
 
     async def edit(session: Any, found: Shop) -> str:
         said = []
         if seconds is not None:
+            assert step is not None
             await flows_service.set_step_delay(session, found, flow, step, seconds)
-            said.append(f"waits {format_duration(seconds)}")
+            said.append(f"step {step} waits {format_duration(seconds)}")
         if offer is not None:
+            assert step is not None
             await flows_service.set_step_offer(session, found, flow, step, new_offer)
-            said.append(f"offers {offer}" if new_offer else "has no offer")
-        return f"{flow} step {step} now {' and '.join(said)} (new enrollments)"
+            said.append(f"step {step} " + (f"offers {offer}" if new_offer else "has no offer"))
+        if step_on is not None:
+            assert step is not None
+            await flows_service.set_step_enabled(session, found, flow, step, step_on)
+            said.append(f"step {step} is {'on' if step_on else 'off'}")
+        if words:
+            assert step is not None and lang is not None
+            await flows_service.set_step_words(session, found, flow, step, lang, subject, intro)
+            said.append(f"step {step} has your own words in {lang}")
+        for key, value in settings:
+            await flows_service.set_setting(session, found, flow, key, value)
+            said.append(f"{key} is {value}")
+        return f"{flow}: {', '.join(said)} (new enrollments)"
 
     _edit_flow(shop, edit, str)
+
+
+def _setting(item: str) -> tuple[str, Any]:
+    """KEY=VALUE with the value read as JSON where it can be (50, 0.02, none → null), else text."""
+    key, separator, raw = item.partition("=")
+    if not separator or not key.strip():
+        raise FlowSettingError(f"{item!r} is not KEY=VALUE")
+    text = raw.strip()
+    if text.lower() in ("none", "off", "null", ""):
+        return key.strip(), None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    return key.strip(), value
 
 
 def _switch(shop: str, flow: str, enabled: bool) -> None:
@@ -370,6 +457,230 @@ def _switch(shop: str, flow: str, enabled: bool) -> None:
         lambda session, found: flows_service.set_enabled(session, found, flow, enabled),
         lambda _: f"{flow} is {'on' if enabled else 'off'}",
     )
+
+
+@shops_cli.command("set")
+def shops_set(
+    shop: ShopOption,
+    quiet_hours: Annotated[
+        str | None, typer.Option(help="No marketing email in these hours: 21:00-08:00, or off")
+    ] = None,
+    frequency_cap: Annotated[
+        str | None,
+        typer.Option(help="At most one marketing email per customer across flows: 16h, or off"),
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="The shop's time zone, e.g. Europe/Stockholm")
+    ] = None,
+    mail_transport: Annotated[
+        str | None,
+        typer.Option(
+            help="The shop's own mail transport (smtp://…, smtps://…, postmark://TOKEN@, "
+            "ses://KEY:SECRET@REGION, outbox), or default"
+        ),
+    ] = None,
+) -> None:
+    """Set the shop's sending rules: quiet hours, frequency cap, time zone, mail transport."""
+    if quiet_hours is None and frequency_cap is None and timezone is None and not mail_transport:
+        raise _fail(
+            "say what to set: --quiet-hours, --frequency-cap, --timezone or --mail-transport"
+        )
+
+    async def edit(session: Any, found: Shop) -> str:
+        transport = None
+        try:
+            shops_service.set_sending_rules(
+                found, quiet_hours=quiet_hours, frequency_cap=frequency_cap, timezone=timezone
+            )
+            if mail_transport:
+                transport = shops_service.set_mail_transport(found, mail_transport)
+        except shops_service.SendingRuleError as exc:
+            raise FlowSettingError(str(exc)) from exc
+        cap = format_duration(found.frequency_cap) if found.frequency_cap else "off"
+        # The transport's kind only: its URL holds credentials.
+        sends_by = f", mail transport {transport}" if transport else ""
+        return (
+            f"{found.domain}: quiet hours {found.quiet_hours or 'off'}, "
+            f"frequency cap {cap}, time zone {found.timezone or 'UTC'}{sends_by}"
+        )
+
+    _edit_flow(shop, edit, str)
+
+
+@shops_cli.command("profile")
+def shops_profile(
+    shop: ShopOption,
+    sender_name: Annotated[
+        str | None, typer.Option(help="The From name (default: the shop's)")
+    ] = None,
+    reply_to: Annotated[str | None, typer.Option(help="Where replies go")] = None,
+    logo_url: Annotated[str | None, typer.Option(help="https:// link to the logo")] = None,
+    accent_color: Annotated[
+        str | None, typer.Option(help="Buttons and links, e.g. #2f6f4e")
+    ] = None,
+    phone: Annotated[str | None, typer.Option(help="Shown in the contact block")] = None,
+    contact_email: Annotated[str | None, typer.Option(help="Shown in the contact block")] = None,
+    chat_url: Annotated[str | None, typer.Option(help="https:// link to the shop's chat")] = None,
+    social: Annotated[
+        list[str] | None, typer.Option(help="NETWORK=https://… (repeatable; NETWORK=off removes)")
+    ] = None,
+    tracking: Annotated[
+        bool | None, typer.Option("--tracking/--no-tracking", help="Click and open tracking")
+    ] = None,
+) -> None:
+    """How the store's emails look and whom they come from; any field can be set to off."""
+    given = {
+        "sender_name": sender_name, "reply_to": reply_to, "logo_url": logo_url,
+        "accent_color": accent_color, "phone": phone, "contact_email": contact_email,
+        "chat_url": chat_url,
+    }  # fmt: skip
+    changes: dict[str, str | None] = {k: v for k, v in given.items() if v is not None}
+    networks: dict[str, str | None] = {}
+    for item in social or []:
+        network, separator, url = item.partition("=")
+        if not separator:
+            raise _fail(f"{item!r} is not NETWORK=URL")
+        networks[network] = url
+
+    async def edit(session: Any, found: Shop) -> str:
+        try:
+            profile = shops_service.set_profile(found, changes, networks, tracking)
+        except shops_service.SendingRuleError as exc:
+            raise FlowSettingError(str(exc)) from exc
+        shown = json.dumps(profile, indent=2, sort_keys=True)
+        return f"{found.domain}: tracking {'on' if found.tracking else 'off'}\n{shown}"
+
+    _edit_flow(shop, edit, str)
+
+
+@flows_cli.command("activity")
+def flows_activity(
+    shop: ShopOption,
+    limit: Annotated[int, typer.Option(help="How many of the latest emails")] = 30,
+) -> None:
+    """What the flows did lately: each email sent, skipped (and why), failed (and why), offers
+    withheld; then the series waiting for a parcel, the morning or smart sending."""
+
+    async def listing(session: Any, found: Shop) -> str:
+        from flows import repository
+
+        assert found.id is not None
+        lines = []
+        for send, enrollment in await repository.recent_activity(session, found.id, limit):
+            step = enrollment.steps[send.step]["key"] if send.step >= 0 else "alert"
+            note = send.error or ""
+            if send.offer_skipped:
+                note = f"{note}; offer withheld: {send.offer_skipped}".lstrip("; ")
+            elif send.discount_code:
+                note = f"{note}; offer {send.discount_code}".lstrip("; ")
+            when = f"{send.claimed_at:%Y-%m-%d %H:%M}"
+            lines.append(
+                f"{when}\t{enrollment.flow}\t{step}\t{send.email}\t{send.status.value}\t{note}"
+            )
+        for enrollment in await repository.waiting_enrollments(session, found.id, limit):
+            due = f"{enrollment.due_at:%Y-%m-%d %H:%M}" if enrollment.due_at else "-"
+            lines.append(
+                f"{due}\t{enrollment.flow}\t{_step_key(enrollment)}\t{enrollment.email}"
+                f"\twaiting\t{enrollment.waiting_for}"
+            )
+        return "\n".join(lines) or "nothing yet: no email has been due"
+
+    _edit_flow(shop, listing, str)
+
+
+def _step_key(enrollment: Any) -> str:
+    step = enrollment.next_step
+    return "-" if step is None else str(enrollment.steps[step].get("key", step + 1))
+
+
+@flows_cli.command("preview")
+def flows_preview(
+    shop: ShopOption,
+    flow: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOW_NAMES)}")],
+    step: Annotated[int, typer.Option(help="Which step, counting from 1")],
+    lang: Annotated[str, typer.Option(help="en, sv, de, nb, ru or is")] = "en",
+    out: Annotated[
+        Path | None, typer.Option(help="Write the HTML part here to open in a browser")
+    ] = None,
+) -> None:
+    """Show a step's email as a customer would get it (subject and text; HTML to --out)."""
+
+    async def show(session: Any, found: Shop) -> str:
+        from flows.preview import preview
+
+        message = await preview(session, found, flow, step, lang)
+        html = message.get_body(preferencelist=("html",))
+        text = message.get_body(preferencelist=("plain",))
+        if out is not None and html is not None:
+            out.write_text(str(html.get_content()))
+        body = str(text.get_content()) if text is not None else ""
+        return f"Subject: {message['Subject']}\nFrom: {message['From']}\n\n{body}"
+
+    _edit_flow(shop, show, str)
+
+
+@cli.command("api-token")
+def api_token(
+    shop: ShopOption,
+    days: Annotated[int, typer.Option(help="How long the token is valid")] = 30,
+) -> None:
+    """Print a token for the JSON API of one store (Authorization: Bearer TOKEN)."""
+
+    _edit_flow(shop, lambda session, found: _token(found, days), str)
+
+
+async def _token(shop: Shop, days: int) -> str:
+    from app.api.auth import issue_token
+
+    return issue_token(shop, days)
+
+
+@cli.command("admin-link")
+def admin_link(shop: ShopOption) -> None:
+    """Print a link that signs the merchant in to the admin (once, within 15 minutes; the
+    session lasts 8 hours). For stores outside Shopify, where no Shopify admin signs them in."""
+
+    async def link(session: Any, found: Shop) -> str:
+        from app.api.auth import admin_login_link
+
+        if found.uninstalled_at is not None:
+            raise FlowSettingError(f"{found.domain} is uninstalled; connect it again first")
+        return admin_login_link(found)
+
+    _edit_flow(shop, link, str)
+
+
+@flows_cli.command("winback-scan")
+def flows_winback_scan(shop: ShopOption) -> None:
+    """Run the daily win-back scan for one store now, with progress; prints who started."""
+
+    async def scan() -> int:
+        from arq import create_pool
+
+        from flows import winback
+
+        async with sessionmaker()() as session:
+            found = await _shop(session, shop)
+        assert found.id is not None
+        redis = await create_pool(redis_settings(get_settings()))
+        try:
+            return await winback.scan_shop(
+                found.id,
+                utcnow(),
+                redis,
+                progress=lambda seen, started: typer.echo(
+                    f"{seen} lapsed customers read, {started} started win-back"
+                ),
+            )
+        finally:
+            await redis.aclose()
+
+    try:
+        with embedded_redis(get_settings()):
+            started = _run(scan)
+    except FlowSettingError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"{started} customer(s) started win-back")
 
 
 @flows_cli.command("enable")

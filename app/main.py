@@ -1,17 +1,23 @@
-"""The HTTP application: webhook receivers, email links, health."""
+"""The HTTP application: webhook receivers, email links, the admin's JSON API, health."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from arq import create_pool
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.admin.endpoints import router as admin_router
+from app.api import activity, analytics, flows, login, privacy, shop
+from app.api.auth import PageAuthError
+from app.api.errors import request_validation_errors
 from app.db import SessionDep, dispose_engine
 from app.inbox.endpoints import router as webhooks_router
 from app.links.endpoints import router as links_router
+from app.mail.bounces import router as bounces_router
 from app.redis import RedisDep, redis_settings
 from app.settings import get_settings
 from integrations.shopify.install import router as shopify_install_router
@@ -33,12 +39,24 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
 
 
+async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageAuthError)
+    return exc.response
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Rebound", lifespan=lifespan)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(RequestValidationError, request_validation_errors)
+    app.add_exception_handler(PageAuthError, _page_not_signed_in)
     app.include_router(webhooks_router)
+    app.include_router(bounces_router)
     app.include_router(links_router)
+    app.include_router(login.router)
+    app.include_router(admin_router)
+    for api in (shop, flows, activity, privacy, analytics):
+        app.include_router(api.router)
     app.include_router(shopify_install_router)
     app.include_router(woocommerce_connect_router)
 

@@ -98,7 +98,8 @@ def _wait_until_answering(socket: Path, process: subprocess.Popen[bytes]) -> Non
         time.sleep(0.05)
 
 
-def get_redis(request: Request) -> ArqRedis:
+async def get_redis(request: Request) -> ArqRedis:
+    # async: a plain def dependency would run in the threadpool on every request.
     pool: ArqRedis = request.app.state.redis
     return pool
 

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,20 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     smtp_url: SecretStr | None = None
+    # smtp://, smtps://, postmark://TOKEN@, ses://KEY:SECRET@REGION or outbox; wins over SMTP_URL.
+    mail_transport: SecretStr | None = None
+    postmark_api_origin: str | None = None
+    ses_api_origin: str | None = None
+    # Bounce and complaint webhooks: Postmark's Basic credentials ("user:password", or the
+    # password alone), the SNS topics whose messages are believed, and (tests) where SNS lives.
+    postmark_webhook_secret: SecretStr | None = None
+    sns_topic_arns: str | None = None
+    sns_cert_origin: str | None = None
+    # DKIM: a PEM RSA key (the text, or a path to it), its selector, and the signing domain
+    # (MAIL_FROM's domain when unset).
+    dkim_private_key: SecretStr | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
     mail_from: str = "Rebound <rebound@localhost>"
     app_url: str | None = None
     secret_key: SecretStr | None = None
@@ -33,13 +48,28 @@ class Settings(BaseSettings):
         "shopify_api_key",
         "shopify_api_origin",
         "woocommerce_api_origin",
+        "postmark_api_origin",
+        "ses_api_origin",
+        "sns_topic_arns",
+        "sns_cert_origin",
+        "dkim_selector",
+        "dkim_domain",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("smtp_url", "secret_key", "token_key", "shopify_api_secret", mode="before")
+    @field_validator(
+        "smtp_url",
+        "mail_transport",
+        "postmark_webhook_secret",
+        "dkim_private_key",
+        "secret_key",
+        "token_key",
+        "shopify_api_secret",
+        mode="before",
+    )
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -54,6 +84,17 @@ class Settings(BaseSettings):
     def database(self) -> str:
         """The database URL; an SQLite file in the data folder when DATABASE_URL is unset."""
         return self.database_url or f"sqlite:///{self.home / 'rebound.db'}"
+
+    @property
+    def sns_topics(self) -> frozenset[str]:
+        """The SNS topic ARNs whose bounce and complaint notifications are believed."""
+        return frozenset(
+            arn.strip() for arn in (self.sns_topic_arns or "").split(",") if arn.strip()
+        )
+
+    @property
+    def mail_from_domain(self) -> str:
+        return parseaddr(self.mail_from)[1].rpartition("@")[2].lower() or "localhost"
 
     @property
     def outbox_dir(self) -> Path:

@@ -6,12 +6,13 @@ from typing import Any
 from arq import cron
 from arq.worker import Worker
 
+from app.analytics.tasks import choose_winners
 from app.db import dispose_engine
 from app.inbox.tasks import ingest
 from app.mail.transport import transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
-from flows.tasks import run_step, sweep
+from flows.tasks import run_step, sweep, winback_scan
 from integrations.woocommerce.connect import set_up_store
 
 log = logging.getLogger("rebound.worker")
@@ -29,7 +30,12 @@ def make_worker(**overrides: Any) -> Worker:
     """A worker on the configured Redis; tests and `rebound serve` pass their own options."""
     options: dict[str, Any] = {
         "functions": [ingest, run_step, set_up_store],
-        "cron_jobs": [cron(sweep, second=0, run_at_startup=True, unique=True)],
+        "cron_jobs": [
+            cron(sweep, second=0, run_at_startup=True, unique=True),
+            # Once a day, in the European morning: lapsed customers start win-back.
+            cron(winback_scan, hour=7, minute=0, second=30, unique=True),
+            cron(choose_winners, minute=15, second=0, unique=True),
+        ],
         "redis_settings": redis_settings(get_settings()),
         "on_startup": _startup,
         "on_shutdown": _shutdown,

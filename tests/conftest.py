@@ -30,7 +30,7 @@ import uvicorn  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from arq import create_pool  # noqa: E402
 from arq.connections import ArqRedis  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, event, text  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 import app.db  # noqa: E402
@@ -61,6 +61,19 @@ def database() -> Iterator[str]:
     url = get_settings().database
     migrate.upgrade(url)
     yield url
+
+
+@pytest.fixture(autouse=True)
+def no_quiet_hours(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shops made during a test keep no quiet hours, so a test's emails do not wait for the
+    morning when the suite runs at night. Tests of quiet hours set them on the shop."""
+
+    def clear(mapper: Any, connection: Any, shop: Shop) -> None:
+        shop.quiet_hours = None
+
+    event.listen(Shop, "before_insert", clear)
+    yield
+    event.remove(Shop, "before_insert", clear)
 
 
 @pytest.fixture(autouse=True)
@@ -237,3 +250,29 @@ async def standin() -> AsyncIterator[ShopifyStandin]:
                 settings.shopify_api_key,
                 settings.shopify_api_secret,
             ) = saved
+
+
+def without_utm(url: str) -> str:
+    """A redirect's destination without the UTM parameters tracking adds."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not k.startswith("utm_")
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def link_targets(body: str) -> list[str]:
+    """Where the links of an email go: tracked links (/c/…) read back to their destination."""
+    import re
+
+    from app.mail.tracking import read_click
+
+    found = []
+    for url in re.findall(r"https?://[^\s<>\"']+", body):
+        click = read_click(url.rsplit("/c/", 1)[1]) if "/c/" in url else None
+        found.append(without_utm(click[2]) if click else url)
+    return found

@@ -19,7 +19,7 @@ from app.shops.models import Shop
 from flows import service as flows_service
 from flows.models import Click, Enrollment, EnrollmentStatus, Send
 from flows.tasks import sweep
-from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, wait_for
+from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, wait_for, without_utm
 from tests.shopify import fixture, headers_for, post
 
 RESTORE_LINK = re.compile(r"https://rebound\.test/r/[A-Za-z0-9_.-]+")
@@ -67,7 +67,9 @@ async def all_processed() -> bool:
 
 async def enrollment() -> Enrollment | None:
     async with sessionmaker()() as session:
-        return (await session.exec(select(Enrollment))).first()
+        return (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).first()
 
 
 async def settle(mailbox: Mailbox, seconds: float = 1.0) -> None:
@@ -120,7 +122,7 @@ async def test_abandoned_checkout_gets_one_recovery_email_that_restores_the_cart
     path = link.group(0).removeprefix("https://rebound.test")
     restored = await server.get(path)
     assert restored.status_code == 303
-    assert restored.headers["location"] == checkout["abandoned_checkout_url"]
+    assert without_utm(restored.headers["location"]) == checkout["abandoned_checkout_url"]
     assert await count(Click) == 1
 
     await settle(mailbox)
@@ -169,7 +171,9 @@ async def test_unsubscribe_confirms_on_get_unsubscribes_on_post_and_stops_all_em
     await settle(mailbox)
     assert len(mailbox.messages) == 1
     async with sessionmaker()() as session:
-        enrollments = (await session.exec(select(Enrollment))).all()
+        enrollments = (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).all()
     assert all(e.status != EnrollmentStatus.ACTIVE for e in enrollments)
 
 
@@ -207,7 +211,7 @@ async def test_order_before_the_checkout_webhook_means_no_email(
     await settle(mailbox)
 
     assert mailbox.messages == []
-    assert await count(Enrollment) == 0
+    assert await count(Enrollment, Enrollment.flow == "abandoned_cart") == 0
 
 
 async def test_order_between_enrollment_and_send_ends_the_series(
@@ -292,7 +296,7 @@ async def test_checkout_without_email_is_not_enrolled(
     await settle(mailbox, 0.3)
 
     assert await count(Checkout) == 1
-    assert await count(Enrollment) == 0
+    assert await count(Enrollment, Enrollment.flow == "abandoned_cart") == 0
     assert mailbox.messages == []
 
 
@@ -423,6 +427,8 @@ async def nothing_sent_when_due(mailbox: Mailbox, redis: ArqRedis, *, exit_reaso
 async def _make_due() -> None:
     """Time passes: the enrollment's step becomes due now."""
     async with sessionmaker()() as session:
-        found = (await session.exec(select(Enrollment))).one()
+        found = (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).one()
         found.due_at = datetime.now(UTC) - timedelta(seconds=1)
         await session.commit()

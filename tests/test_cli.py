@@ -17,7 +17,7 @@ from app.db import sessionmaker
 from app.inbox.models import InboxEntry, InboxStatus
 from app.settings import get_settings
 from app.shops.models import Shop
-from flows.models import Flow
+from flows.models import Enrollment, EnrollmentStatus, Flow, Send, SendStatus
 from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, _free_port, wait_for
 from tests.shopify import fixture, post
 
@@ -56,7 +56,7 @@ async def test_shops_add_connects_a_store_with_its_tokens_encrypted() -> None:
     for stored in (shop.access_token_encrypted, shop.api_secret_encrypted):
         assert stored and "plaintext" not in stored
     async with sessionmaker()() as session:
-        flows = (await session.exec(select(Flow))).all()
+        flows = (await session.exec(select(Flow).where(Flow.name == "abandoned_cart"))).all()
     assert [flow.name for flow in flows] == ["abandoned_cart"]
 
 
@@ -89,7 +89,42 @@ async def test_flows_set_changes_a_step_delay_and_rejects_nonsense(shop: Shop) -
     assert ok[0] == 0, ok[1]
     assert bad_delay[0] == 2 and "not a duration" in bad_delay[1]
     assert bad_step[0] == 2 and "steps 1 to 3" in bad_step[1]
-    assert "abandoned_cart\ton\t0s, 90m, 3d" in listing[1]
+    assert "abandoned_cart\ton\treminder 0s, still_there 90m, last_call 3d (10% off)" in listing[1]
+
+
+async def test_flows_list_json_and_settings_and_shop_sending_rules(shop: Shop) -> None:
+    async with sessionmaker()() as session:
+        query = select(Flow).where(Flow.name == "abandoned_cart")
+        before = (await session.exec(query)).one().version
+    setting = await rebound(
+        "flows", "set", "--shop", SHOP_DOMAIN, "abandoned_cart", "--setting", "min_cart_value=50"
+    )  # fmt: skip
+    unknown = await rebound(
+        "flows", "set", "--shop", SHOP_DOMAIN, "abandoned_cart", "--setting", "colour=red"
+    )  # fmt: skip
+    step_on = await rebound(
+        "flows", "set", "--shop", SHOP_DOMAIN, "post_purchase", "--step", "1", "--step-on"
+    )  # fmt: skip
+    rules = await rebound(
+        "shops", "set", "--shop", SHOP_DOMAIN, "--quiet-hours", "22:00-07:00",
+        "--frequency-cap", "off", "--timezone", "Europe/Oslo",
+    )  # fmt: skip
+    bad_zone = await rebound("shops", "set", "--shop", SHOP_DOMAIN, "--timezone", "Mars/Base")
+    listing = await rebound("flows", "list", "--shop", SHOP_DOMAIN, "--json")
+
+    assert setting[0] == 0 and step_on[0] == 0 and rules[0] == 0, (setting, step_on, rules)
+    assert unknown[0] == 2 and "no setting 'colour'" in unknown[1]
+    assert bad_zone[0] == 2 and "not a time zone" in bad_zone[1]
+    flows = {f["name"]: f for f in json.loads(listing[1][listing[1].index("[") :])}
+    assert flows["abandoned_cart"]["settings"]["min_cart_value"] == 50
+    assert flows["post_purchase"]["steps"][0]["enabled"] is True
+    # One edit kept, one refused: the version moved once.
+    assert flows["abandoned_cart"]["version"] == before + 1 and flows["winback"]["version"] == 1
+    async with sessionmaker()() as session:
+        stored = (await session.exec(select(Shop))).one()
+    assert (stored.quiet_hours, stored.frequency_cap, stored.timezone) == (
+        "22:00-07:00", None, "Europe/Oslo",
+    )  # fmt: skip
 
 
 async def test_inbox_replay_processes_failed_deliveries_again(
@@ -166,3 +201,38 @@ async def _answers(client: httpx.AsyncClient) -> bool:
         return (await client.get("/healthz")).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def test_flows_activity_shows_sent_skipped_withheld_and_waiting(shop: Shop) -> None:
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        flow = (await session.exec(select(Flow).where(Flow.name == "abandoned_cart"))).one()
+        cart = Enrollment(
+            shop_id=shop.id, flow="abandoned_cart", subject="checkout:x", email="a@example.com",
+            steps=flow.steps, next_step=None, status=EnrollmentStatus.DONE,
+        )  # fmt: skip
+        parcel = Enrollment(
+            shop_id=shop.id, flow="post_purchase", subject="order:x", email="b@example.com",
+            steps=[{"key": "shipping_notice", "delay": 0}], next_step=0, waiting_for="shipped",
+        )  # fmt: skip
+        session.add_all([cart, parcel])
+        await session.flush()
+        assert cart.id is not None
+        session.add_all(
+            [
+                Send(shop_id=shop.id, enrollment_id=cart.id, step=0, email="a@example.com",
+                     status=SendStatus.SENT),
+                Send(shop_id=shop.id, enrollment_id=cart.id, step=2, email="a@example.com",
+                     status=SendStatus.SENT, offer_skipped="offer guard: an offer went out"),
+                Send(shop_id=shop.id, enrollment_id=cart.id, step=1, email="a@example.com",
+                     status=SendStatus.SKIPPED, error="total below 50"),
+            ]
+        )  # fmt: skip
+        await session.commit()
+
+    code, output = await rebound("flows", "activity", "--shop", SHOP_DOMAIN)
+
+    assert code == 0, output
+    assert "last_call\ta@example.com\tsent\toffer withheld: offer guard" in output
+    assert "still_there\ta@example.com\tskipped\ttotal below 50" in output
+    assert "post_purchase\tshipping_notice\tb@example.com\twaiting\tshipped" in output

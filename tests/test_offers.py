@@ -73,7 +73,9 @@ async def enroll(shop: Shop) -> int:
         for event in webhooks.events("checkouts/create", payload):
             await engine.apply(session, Jobs(), shop.id, event)
         await session.commit()
-        enrollment = (await session.exec(select(Enrollment))).one()
+        enrollment = (
+            await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart"))
+        ).one()
         assert enrollment.id is not None
         return enrollment.id
 
@@ -169,7 +171,11 @@ async def test_an_unreachable_woocommerce_store_still_gets_the_email_without_the
         for event in woo_webhooks.events("order.created", payload):
             await engine.apply(session, Jobs(), shop.id, event)
         await session.commit()
-        enrollment_id = (await session.exec(select(Enrollment))).one().id
+        enrollment_id = (
+            (await session.exec(select(Enrollment).where(Enrollment.flow == "abandoned_cart")))
+            .one()
+            .id
+        )
     assert enrollment_id is not None
     settings = get_settings()
     settings.woocommerce_api_origin = f"http://127.0.0.1:{_free_port()}"  # nothing listens

@@ -99,7 +99,10 @@ async def test_authorization_code_grant_installs_the_shop(
     subscribed = {s["topic"] for s in standin.subscriptions(DOMAIN)}
     assert subscribed == {topic.replace("/", "_").upper() for topic in install.WEBHOOK_TOPICS}
     async with sessionmaker()() as session:
-        assert [f.name for f in (await session.exec(select(Flow))).all()] == ["abandoned_cart"]
+        assert [
+            f.name
+            for f in (await session.exec(select(Flow).where(Flow.name == "abandoned_cart"))).all()
+        ] == ["abandoned_cart"]
 
     replayed = await callback(server, standin, state)
     assert replayed.status_code == 401
@@ -180,7 +183,7 @@ async def test_reinstall_after_uninstall_starts_clean_and_keeps_flow_settings(
 
     async with sessionmaker()() as session:
         shop = (await session.exec(select(Shop))).one()
-        flow = (await session.exec(select(Flow))).one()
+        flow = (await session.exec(select(Flow).where(Flow.name == "abandoned_cart"))).one()
     assert shop.uninstalled_at is None and shop.access_token_encrypted
     assert flow.steps[0]["delay"] == 1800
     assert len(standin.subscriptions(DOMAIN)) == len(install.WEBHOOK_TOPICS)  # no duplicates

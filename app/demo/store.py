@@ -88,6 +88,8 @@ async def prepare(access_token: str) -> tuple[Shop, str]:
             is_demo=True,
         )
         shop.currency = "USD"
+        # The demo plays a series in two minutes, whatever the hour: no waiting for the morning.
+        shop.quiet_hours = shop.frequency_cap = None
         for flow, delays in DEMO_DELAYS.items():
             await flows_service.set_delays(session, shop, flow, delays)
             await flows_service.set_step_offer(

@@ -7,12 +7,22 @@ from sqlalchemy import ColumnElement, delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.analytics.models import Assignment
 from app.commerce.events import Customer
-from app.commerce.models import Checkout, Order
+from app.commerce.models import Checkout, Order, OrderItem, Refund, Shipment
 from app.commerce.repository import normalize_email
 from app.inbox.models import InboxEntry
-from app.mail.models import Unsubscribe
-from app.models import Click, Enrollment, Flow, Send, Shop
+from app.mail.models import Suppression, Unsubscribe
+from app.models import (
+    Click,
+    CustomerPreference,
+    Enrollment,
+    Flow,
+    NpsAnswer,
+    Open,
+    Send,
+    Shop,
+)
 from app.privacy.models import DataRequest
 
 REDACTED_PAYLOAD = '{"redacted": true}'
@@ -39,11 +49,20 @@ async def orders(session: AsyncSession, shop_id: int, customer: Customer) -> Seq
 
 
 async def enrollments(
-    session: AsyncSession, shop_id: int, checkout_ids: Sequence[int]
+    session: AsyncSession,
+    shop_id: int,
+    checkout_ids: Sequence[int],
+    order_ids: Sequence[int] = (),
+    email: str | None = None,
 ) -> Sequence[Enrollment]:
-    query = select(Enrollment).where(
-        Enrollment.shop_id == shop_id, col(Enrollment.checkout_id).in_(checkout_ids)
-    )
+    """The customer's enrollments: by their carts, their orders, or their address (win-back)."""
+    matches: list[ColumnElement[bool]] = [
+        col(Enrollment.checkout_id).in_(checkout_ids),
+        col(Enrollment.order_id).in_(order_ids),
+    ]
+    if email:
+        matches.append(col(Enrollment.email) == email)
+    query = select(Enrollment).where(Enrollment.shop_id == shop_id, or_(*matches))
     return (await session.exec(query)).all()
 
 
@@ -62,6 +81,13 @@ async def click_count(session: AsyncSession, shop_id: int, send_ids: Sequence[in
 async def unsubscribe(session: AsyncSession, shop_id: int, email: str | None) -> Unsubscribe | None:
     query = select(Unsubscribe).where(
         Unsubscribe.shop_id == shop_id, Unsubscribe.email == normalize_email(email)
+    )
+    return (await session.exec(query)).first()
+
+
+async def suppression(session: AsyncSession, shop_id: int, email: str | None) -> Suppression | None:
+    query = select(Suppression).where(
+        Suppression.shop_id == shop_id, Suppression.email == normalize_email(email)
     )
     return (await session.exec(query)).first()
 
@@ -92,7 +118,9 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
     """Erase personal fields; rows, counts and money stay for the merchant's figures."""
     found = await checkouts(session, shop_id, customer)
     checkout_ids = [c.id for c in found if c.id is not None]
-    enrolled = await enrollments(session, shop_id, checkout_ids)
+    order_ids = [o.id for o in await orders(session, shop_id, customer) if o.id is not None]
+    email = normalize_email(customer.email)
+    enrolled = await enrollments(session, shop_id, checkout_ids, order_ids, email)
     enrollment_ids = [e.id for e in enrolled if e.id is not None]
     await session.exec(
         update(Checkout)
@@ -103,16 +131,36 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
         update(Order).where(_order_match(shop_id, customer)).values(email=None, cart_token=None)
     )
     await session.exec(
-        update(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)).values(email="")
+        update(OrderItem).where(col(OrderItem.order_id).in_(order_ids)).values(email=None)
+    )
+    await session.exec(
+        update(Enrollment)
+        .where(col(Enrollment.id).in_(enrollment_ids))
+        .values(email="", context={})
     )
     await session.exec(
         update(Send).where(col(Send.enrollment_id).in_(enrollment_ids)).values(email="")
     )
-    email = normalize_email(customer.email)
     if email:
+        # A/B assignments keep counting for the test, under a name that is no one's address.
+        assigned = select(Assignment).where(
+            col(Assignment.shop_id) == shop_id, col(Assignment.email) == email
+        )
+        for assignment in (await session.exec(assigned)).all():
+            assignment.email = f"redacted:{assignment.id}"
+        await session.exec(
+            delete(CustomerPreference).where(
+                col(CustomerPreference.shop_id) == shop_id, col(CustomerPreference.email) == email
+            )
+        )
         await session.exec(
             delete(Unsubscribe).where(
                 col(Unsubscribe.shop_id) == shop_id, col(Unsubscribe.email) == email
+            )
+        )
+        await session.exec(
+            delete(Suppression).where(
+                col(Suppression.shop_id) == shop_id, col(Suppression.email) == email
             )
         )
         await session.exec(
@@ -128,8 +176,25 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
 async def delete_shop(session: AsyncSession, shop_id: int) -> None:
     """Every row of the shop, children first."""
     children: tuple[Any, ...] = (
-        Click, Send, Enrollment, Checkout, Order, Unsubscribe, DataRequest, InboxEntry, Flow,
+        NpsAnswer, Click, Open, Send, Enrollment, Checkout, OrderItem, Order, Shipment, Refund,
+        Unsubscribe, Suppression, DataRequest, InboxEntry, CustomerPreference, Flow,
     )  # fmt: skip
     for model in children:
         await session.exec(delete(model).where(model.shop_id == shop_id))
     await session.exec(delete(Shop).where(col(Shop.id) == shop_id))
+
+
+async def data_requests(session: AsyncSession, shop_id: int) -> Sequence[DataRequest]:
+    """The shop's data requests, newest first."""
+    query = (
+        select(DataRequest)
+        .where(DataRequest.shop_id == shop_id)
+        .order_by(col(DataRequest.created_at).desc(), col(DataRequest.id).desc())
+    )
+    return (await session.exec(query)).all()
+
+
+async def data_request(session: AsyncSession, shop_id: int, request_id: int) -> DataRequest | None:
+    """One of the shop's data requests; another shop's is None, like a missing one."""
+    query = select(DataRequest).where(DataRequest.shop_id == shop_id, DataRequest.id == request_id)
+    return (await session.exec(query)).first()

@@ -24,11 +24,17 @@ async def export_customer(session: AsyncSession, shop: Shop, customer: Customer)
     """Everything Rebound holds about one customer of one shop."""
     assert shop.id is not None
     checkouts = await repository.checkouts(session, shop.id, customer)
+    orders = await repository.orders(session, shop.id, customer)
     enrollments = await repository.enrollments(
-        session, shop.id, [c.id for c in checkouts if c.id is not None]
+        session,
+        shop.id,
+        [c.id for c in checkouts if c.id is not None],
+        [o.id for o in orders if o.id is not None],
+        normalize_email(customer.email),
     )
     sends = await repository.sends(session, shop.id, [e.id for e in enrollments if e.id])
     unsubscribe = await repository.unsubscribe(session, shop.id, customer.email)
+    suppression = await repository.suppression(session, shop.id, customer.email)
     return {
         "shop": shop.domain,
         "customer": {"email": customer.email, "phone": customer.phone, "id": customer.platform_id},
@@ -52,7 +58,7 @@ async def export_customer(session: AsyncSession, shop: Shop, customer: Customer)
                 "total_price": o.total_price,
                 "currency": o.currency,
             }
-            for o in await repository.orders(session, shop.id, customer)
+            for o in orders
         ],
         "emails": [
             {"flow": e.flow, "status": e.status, "exit_reason": e.exit_reason} for e in enrollments
@@ -65,6 +71,11 @@ async def export_customer(session: AsyncSession, shop: Shop, customer: Customer)
             session, shop.id, [s.id for s in sends if s.id]
         ),
         "unsubscribed_at": unsubscribe.created_at.isoformat() if unsubscribe else None,
+        "suppressed": (
+            {"reason": suppression.reason, "at": suppression.created_at.isoformat()}
+            if suppression
+            else None
+        ),
         "webhook_deliveries_mentioning_them": await repository.inbox_mentions(
             session, shop.id, customer
         ),
