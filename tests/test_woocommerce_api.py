@@ -138,6 +138,18 @@ async def test_ensure_webhooks_twice_creates_each_once(
     }
 
 
+async def test_reconnecting_with_a_new_secret_sets_it_on_the_webhooks_kept(
+    standin: WooCommerceStandin, store: StandinStore
+) -> None:
+    await api.ensure_webhooks(store.credentials, DELIVERY_URL, "old-secret", api.WEBHOOK_TOPICS)
+    again = await api.ensure_webhooks(store.credentials, DELIVERY_URL, SECRET, api.WEBHOOK_TOPICS)
+
+    assert again == []
+    hooks = standin.webhooks(DOMAIN)
+    assert len(hooks) == len(api.WEBHOOK_TOPICS)
+    assert {h["secret"] for h in hooks} == {SECRET}
+
+
 async def test_ensure_webhooks_reads_every_page(
     standin: WooCommerceStandin, store: StandinStore
 ) -> None:

@@ -125,6 +125,30 @@ async def test_a_callback_with_an_unknown_user_id_is_refused_and_stores_nothing(
         assert (await session.exec(select(Shop))).first() is None
 
 
+async def test_a_callback_with_keys_the_store_refuses_stores_nothing_and_spends_nothing(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin
+) -> None:
+    started = await server.get("/connect/woocommerce", params={"store": STORE})
+    user_id = parse_qs(urlparse(started.headers["location"]).query)["user_id"][0]
+
+    forged = await server.post(
+        "/connect/woocommerce/callback",
+        json={
+            "key_id": 1,
+            "user_id": user_id,  # visible to anyone who started the connection
+            "consumer_key": "ck_" + "a" * 40,
+            "consumer_secret": "cs_" + "b" * 40,
+            "key_permissions": "read_write",
+        },
+    )
+
+    assert forged.status_code == 400
+    async with sessionmaker()() as session:
+        assert (await session.exec(select(Shop))).first() is None
+    returned = await woo.approve(started.headers["location"])  # the merchant's own approval
+    assert parse_qs(urlparse(returned).query)["success"] == ["1"]
+
+
 async def test_abandoned_pending_order_gets_one_email_that_lands_on_order_pay(
     server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
 ) -> None:

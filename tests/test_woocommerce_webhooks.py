@@ -66,6 +66,39 @@ def test_an_unpaid_cancelled_order_only_closes_its_checkout(status: str) -> None
     assert webhooks.events("order.updated", unpaid) == [CheckoutClosed("order-727")]
 
 
+@pytest.mark.parametrize("created_via", ["checkout", "store-api"])
+def test_a_checkout_cancelled_unpaid_by_hold_stock_stays_an_abandoned_cart(
+    created_via: str,
+) -> None:
+    pay = "https://example.com/checkout/order-pay/727/?pay_for_order=true&key=k"
+    unpaid = order(
+        status="cancelled",
+        created_via=created_via,
+        date_paid=None,
+        date_paid_gmt=None,
+        payment_url=pay,
+    )
+    (event,) = webhooks.events("order.updated", unpaid)
+
+    assert isinstance(event, CheckoutChanged) and event.token == "order-727"
+    # order-pay refuses a cancelled order: the link rebuilds the cart instead
+    assert event.restore_url == "https://example.com/cart/?add-to-cart=93&quantity=2"
+
+
+@pytest.mark.parametrize("created_via", ["admin", "subscription"])
+def test_a_pending_order_the_merchant_made_is_no_abandoned_cart(created_via: str) -> None:
+    invoice = order(status="pending", created_via=created_via, date_paid=None, date_paid_gmt=None)
+    assert webhooks.events("order.created", invoice) == []
+
+
+def test_two_updates_in_the_same_second_are_two_deliveries_a_repeat_is_one() -> None:
+    headers = {"x-wc-webhook-delivery-id": "0f3c", "x-wc-webhook-id": "12"}
+    pending, paid = b'{"status":"pending"}', b'{"status":"processing"}'
+
+    assert webhooks.delivery_id(headers, pending) != webhooks.delivery_id(headers, paid)
+    assert webhooks.delivery_id(headers, paid) == webhooks.delivery_id(headers, paid)
+
+
 def test_a_paid_order_cancelled_is_recorded_as_bought_then_cancelled() -> None:
     closed, placed, cancelled = webhooks.events("order.updated", order(status="cancelled"))
 
@@ -151,6 +184,30 @@ def test_a_completed_order_is_shipped_with_its_shipment_tracking_numbers() -> No
         Tracking("Dropp", "DR157", "https://dropp.is/track/DR157"),
         Tracking(None, "X1", None),  # a script link never reaches an email
     )
+
+
+def test_carriers_stored_by_name_and_custom_links_with_a_placeholder_are_read() -> None:
+    completed = order(
+        status="completed",
+        meta_data=tracking_meta(
+            {"tracking_provider": "DHL US", "tracking_number": "JD01"},
+            {"tracking_provider": "PostNord Sverige AB", "tracking_number": "UA12SE"},
+            {
+                "tracking_provider": "",
+                "custom_tracking_provider": "Budbee",
+                "custom_tracking_link": "https://budbee.com/t?id=%1$s",
+                "tracking_number": "BB 9",
+            },
+        ),
+    )
+    _, shipped = webhooks.events("order.updated", completed)
+
+    assert isinstance(shipped, OrderShipped)
+    assert [(t.company, t.url) for t in shipped.tracking] == [
+        ("DHL US", "https://www.logistics.dhl/us-en/home/tracking.html?tracking-id=JD01"),
+        ("PostNord", "https://www.postnord.se/en/our-tools/track-and-trace?shipmentId=UA12SE"),
+        ("Budbee", "https://budbee.com/t?id=BB%209"),
+    ]
 
 
 def test_a_completed_order_without_the_extension_is_shipped_without_tracking() -> None:

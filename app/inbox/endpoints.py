@@ -80,7 +80,7 @@ async def receive_woocommerce(
     topic = headers.get("x-wc-webhook-topic", "").strip()
     if not topic:
         raise HTTPException(400, "X-WC-Webhook-Topic header is missing")
-    return await _accept(session, redis, shop, topic, woocommerce.delivery_id(headers), body)
+    return await _accept(session, redis, shop, topic, woocommerce.delivery_id(headers, body), body)
 
 
 async def _accept(

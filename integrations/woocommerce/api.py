@@ -189,10 +189,9 @@ async def ensure_webhooks(
 ) -> list[str]:
     """Make sure an active webhook delivers each topic to `delivery_url`; safe to repeat.
 
-    Creates the missing ones (signed with `secret`) and returns their topics. One that exists but
-    was paused, or disabled by WooCommerce after repeated failed deliveries, is switched back to
-    active with `secret`. An active one is left alone: WooCommerce never returns a webhook's
-    secret, so one made with another secret cannot be detected here."""
+    Creates the missing ones (signed with `secret`) and returns their topics. One that exists,
+    paused, disabled by WooCommerce after repeated failed deliveries or active, is set to active
+    with `secret`: WooCommerce never returns a webhook's secret, so an old one cannot be told."""
     wanted = list(dict.fromkeys(topics))
     for topic in wanted:
         if not _TOPIC.match(topic):
@@ -224,7 +223,9 @@ async def ensure_webhooks(
                     },
                 )
                 created.append(topic)
-            elif found.get("status") != "active":
+            else:
+                # A reconnect makes a new secret, and the store cannot show the old one (it is
+                # write-only): set it on every webhook kept, or their deliveries would be refused.
                 await _request(
                     client,
                     store,

@@ -8,6 +8,7 @@ from html import escape
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import httpx
 from arq.connections import ArqRedis
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -126,11 +127,15 @@ async def start_connect(store: str, redis: RedisDep) -> RedirectResponse:
 async def receive_keys(
     keys: AuthorizedKeys, session: SessionDep, redis: RedisDep
 ) -> dict[str, str]:
-    pending = await redis.getdel(f"woocommerce:connect:{keys.user_id}")
+    # Read, not taken: a forged callback naming a real user_id must not spend the merchant's.
+    pending = await redis.get(f"woocommerce:connect:{keys.user_id}")
     if pending is None:
         raise HTTPException(400, "no connection was started with this user_id, or it expired")
     if keys.key_permissions != "read_write":
         raise HTTPException(400, "Rebound needs read_write access to create webhooks and coupons")
+    await _check_keys(pending.decode(), keys)
+    if not await redis.delete(f"woocommerce:connect:{keys.user_id}"):
+        raise HTTPException(400, "this connection was completed already")
     try:
         shop = await connect_woocommerce(
             session,
@@ -146,6 +151,19 @@ async def receive_keys(
     # For the done page the merchant's browser comes back to: it offers a sign-in link, once.
     await redis.set(f"woocommerce:connected:{keys.user_id}", str(shop.id), ex=PENDING_TTL)
     return {"status": "connected"}
+
+
+async def _check_keys(base_url: str, keys: AuthorizedKeys) -> None:
+    """Anyone can start a connection for any store and see its user_id: only keys that the store
+    itself accepts may replace what Rebound holds for it."""
+    store = api.StoreCredentials(
+        base_url=base_url, consumer_key=keys.consumer_key, consumer_secret=keys.consumer_secret
+    )
+    try:
+        await api.fetch_store_settings(store)
+    except (api.WooCommerceApiError, httpx.HTTPError) as exc:
+        log.warning("wc-auth callback for %s refused: the store did not accept its keys", base_url)
+        raise HTTPException(400, "the store did not accept these keys") from exc
 
 
 async def _enqueue_set_up(redis: ArqRedis, shop: Shop) -> None:

@@ -10,6 +10,7 @@ whole state, so each one yields all the events it implies; repeats are absorbed 
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +36,10 @@ ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 STARTED = frozenset({"checkout-draft", "pending", "failed"})
 PAID = frozenset({"processing", "on-hold", "completed"})
 CLOSED = frozenset({"cancelled", "trash"})
+# Orders a shopper's checkout made. Others (`admin`, `subscription` renewals…) were made for them:
+# a pending one is an invoice waiting to be paid, not an abandoned cart.
+SHOPPER_CHECKOUTS = frozenset({"checkout", "store-api"})
+MERCHANT_MADE = frozenset({"admin", "subscription"})
 # Shipment Tracking's predefined providers, by the slug it stores: name and tracking page.
 # Custom providers carry their own name and link; an unknown slug keeps its number, no link.
 TRACKING_PROVIDERS = {
@@ -43,7 +48,7 @@ TRACKING_PROVIDERS = {
     "fedex": ("FedEx", "https://www.fedex.com/fedextrack/?trknbr={}"),
     "dhl": ("DHL", "https://www.dhl.com/en/express/tracking.html?AWB={}&brand=DHL"),
     "dhl-us": ("DHL US", "https://www.logistics.dhl/us-en/home/tracking.html?tracking-id={}"),
-    "postnord-se": (
+    "postnord-sverige-ab": (
         "PostNord",
         "https://www.postnord.se/en/our-tools/track-and-trace?shipmentId={}",
     ),
@@ -82,9 +87,13 @@ def is_ping(headers: Mapping[str, str], body: bytes) -> bool:
     return "x-wc-webhook-signature" not in headers and name == "webhook_id" and value.isdigit()
 
 
-def delivery_id(headers: Mapping[str, str]) -> str | None:
+def delivery_id(headers: Mapping[str, str], body: bytes) -> str | None:
+    """WooCommerce makes the delivery id from the webhook id and the current second, so two
+    different updates of one order in the same second share it: the body tells them apart, and a
+    retried delivery (the same body) still is one."""
     if delivery := headers.get("x-wc-webhook-delivery-id"):
-        return f"delivery:{headers.get('x-wc-webhook-id', '')}:{delivery}"
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        return f"delivery:{headers.get('x-wc-webhook-id', '')}:{delivery}:{digest}"
     return None
 
 
@@ -100,7 +109,12 @@ def events(topic: str, payload: Any) -> list[Event]:
     if topic not in ORDER_TOPICS:
         return []  # customers are read with the flows that need them
     status = text(payload, "status")
+    created_via = optional_text(payload, "created_via")
     if status in STARTED:
+        return [] if created_via in MERCHANT_MADE else [_checkout(payload, status)]
+    if status == "cancelled" and _unpaid_checkout(payload, created_via):
+        # WooCommerce's "Hold stock" cancels unpaid checkout orders on its own (60 minutes by
+        # default): the cart is still abandoned, and can no longer be paid on order-pay.
         return [_checkout(payload, status)]
     if status in CLOSED:
         closed: list[Event] = [CheckoutClosed(checkout_token(identifier(payload, "id")))]
@@ -116,6 +130,10 @@ def events(topic: str, payload: Any) -> list[Event]:
             found.append(_shipped(payload))
         return found
     return []  # statuses added by extensions mean nothing to Rebound
+
+
+def _unpaid_checkout(payload: dict[str, Any], created_via: str | None) -> bool:
+    return created_via in SHOPPER_CHECKOUTS and not _optional_timestamp(payload, "date_paid_gmt")
 
 
 def _modified(payload: dict[str, Any]) -> datetime:
@@ -170,12 +188,20 @@ def _tracking_entry(entry: dict[str, Any]) -> Tracking:
     number = str(entry.get("tracking_number") or "").strip() or None
     custom_name = str(entry.get("custom_tracking_provider") or "").strip() or None
     custom_link = str(entry.get("custom_tracking_link") or "").strip() or None
-    slug = str(entry.get("tracking_provider") or "").strip().lower()
-    name, template = TRACKING_PROVIDERS.get(slug, (slug.replace("-", " ").title() or None, None))
+    provider = str(entry.get("tracking_provider") or "").strip()
+    # Older versions of the extension store a slug (`dhl-us`), current ones the name (`DHL US`).
+    name, template = TRACKING_PROVIDERS.get(_slug(provider), (provider or None, None))
+    if custom_link and number:
+        custom_link = custom_link.replace("%1$s", quote(number))  # its own placeholder
     url = custom_link or (template.format(quote(number)) if template and number else None)
     if url and urlsplit(url).scheme not in ("http", "https"):
         url = None  # only web links reach an email
     return Tracking(company=custom_name or name, number=number, url=url)
+
+
+def _slug(name: str) -> str:
+    """WordPress's sanitize_title, as far as carrier names need it."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
@@ -205,9 +231,10 @@ def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
 def _restore_url(payload: dict[str, Any], status: str, lines: list[LineItem]) -> str | None:
     """Pending and failed orders can be paid again on their order-pay page (`payment_url`).
     A `checkout-draft` cannot: WooCommerce only takes payment for pending and failed orders, and
-    the draft lives in the shopper's session. Its cart is rebuilt with `?add-to-cart=`, which core
-    WooCommerce supports for one product at a time: the first item, then the cart page."""
-    if status != "checkout-draft":
+    the draft lives in the shopper's session; nor can an order cancelled unpaid. Their cart is
+    rebuilt with `?add-to-cart=`, which core WooCommerce supports for one product at a time: the
+    first item, then the cart page."""
+    if status in ("pending", "failed"):
         return optional_text(payload, "payment_url")
     store = _store_url(payload)
     if not lines or not store or not lines[0].variant_id:
