@@ -17,7 +17,7 @@ from app.commerce.events import Event, InvalidPayload
 from app.commerce.models import Checkout, Order
 from app.db import sessionmaker
 from app.inbox import repository as inbox
-from app.inbox.models import InboxEntry, InboxStatus
+from app.inbox.models import InboxStatus
 from app.inbox.tasks import process_entry
 from app.shops.models import Shop
 from flows.models import Enrollment
@@ -90,7 +90,7 @@ def _replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 @st.composite
 def mutated(draw: st.DrawFn, document: dict[str, Any]) -> Any:
-    """A real payload with one to three of its fields (anywhere in it) replaced by arbitrary JSON."""
+    """A real payload with one to three fields (anywhere in it) replaced by arbitrary JSON."""
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         paths = _paths(document)
         if not paths:
