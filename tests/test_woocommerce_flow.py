@@ -237,6 +237,26 @@ async def test_ping_is_answered_and_forged_or_unknown_deliveries_are_refused(
         assert len((await session.exec(select(InboxEntry))).all()) == 1  # the genuine one
 
 
+async def test_a_delivery_from_the_stores_www_home_reaches_the_store_typed_without_it(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin
+) -> None:
+    await connect(server, woo)
+    (genuine,) = await woo.fire(DOMAIN, "order.created", pending_order())
+    again = await server.post(
+        "/webhooks/woocommerce",
+        content=genuine.body,
+        headers={
+            **genuine.headers,
+            "X-WC-Webhook-Source": f"https://www.{DOMAIN}/",
+            "X-WC-Webhook-Delivery-ID": "another-delivery",
+        },
+    )
+
+    assert again.status_code == 200
+    async with sessionmaker()() as session:
+        assert len((await session.exec(select(InboxEntry))).all()) == 2
+
+
 def test_flows_know_no_platform() -> None:
     for module in (Path(__file__).parents[1] / "flows").glob("*.py"):
         source = module.read_text()

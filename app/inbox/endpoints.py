@@ -72,8 +72,9 @@ async def receive_woocommerce(
     headers = {name.lower(): value for name, value in request.headers.items()}
     if woocommerce.is_ping(headers, body):
         return {"status": "pong"}  # sent once when a webhook is created; nothing to keep
-    domain = woocommerce.store_domain(headers.get("x-wc-webhook-source", ""))
-    shop = await shops.get_by_domain(session, woocommerce.PLATFORM, domain) if domain else None
+    shop = None
+    for domain in woocommerce.store_domains(headers.get("x-wc-webhook-source", "")):
+        shop = shop or await shops.get_by_domain(session, woocommerce.PLATFORM, domain)
     secret = webhook_secret(shop) if shop else None
     if shop is None or not secret or not woocommerce.is_genuine(secret, headers, body):
         raise HTTPException(401, "webhook signature could not be verified for this store")

@@ -65,9 +65,14 @@ TRACKING_PROVIDERS = {
 }
 
 
-def store_domain(source: str) -> str:
-    """X-WC-Webhook-Source is the store's home URL; its host (and port) names the store."""
-    return urlsplit(source.strip()).netloc.lower()
+def store_domains(source: str) -> list[str]:
+    """X-WC-Webhook-Source is the store's home URL; its host (and port) names the store. The
+    merchant may have typed it with or without `www.` when connecting: both are tried."""
+    host = urlsplit(source.strip()).netloc.lower()
+    if not host:
+        return []
+    other = host.removeprefix("www.") if host.startswith("www.") else f"www.{host}"
+    return [host, other]
 
 
 def is_genuine(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
