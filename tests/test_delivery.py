@@ -241,6 +241,8 @@ async def test_postmark_gets_the_message_as_json_with_every_header_and_the_shop(
     assert sent["HtmlBody"] == message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert sent["MessageStream"] == "outbound"
     assert sent["Metadata"] == {"shop": SHOP_DOMAIN}
+    # Postmark's own tracking stays off: Rebound's follows the shop's switch
+    assert sent["TrackOpens"] is False and sent["TrackLinks"] == "None"
     headers = {h["Name"]: h["Value"] for h in sent["Headers"]}
     assert headers["List-Unsubscribe"] == str(message["List-Unsubscribe"])
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -33,6 +33,15 @@ class Refusing:
         return self.reply
 
 
+class RefusingSender:
+    """An SMTP server that refuses the sender (MAIL FROM): the shop's set-up, not a customer."""
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return "550 5.7.1 Sender address rejected: not owned by user"
+
+
 @pytest.fixture
 def refusing_smtp(request: pytest.FixtureRequest) -> Iterator[str]:
     controller = Controller(Refusing(request.param), hostname="127.0.0.1", port=_free_port())
@@ -101,6 +110,23 @@ async def test_a_temporary_refusal_releases_the_claim_so_a_retry_sends_once(
     assert await run(enrollment, SmtpTransport(smtp_url)) == "sent"
     assert await run(enrollment, SmtpTransport(smtp_url)) == "not due"
     assert len(mailbox.messages) == 1
+
+
+async def test_a_refused_sender_is_retried_and_ends_no_series(shop: Shop) -> None:
+    controller = Controller(RefusingSender(), hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        enrollment = await enroll(shop)
+        with pytest.raises(Exception, match="550"):
+            await run(enrollment, SmtpTransport(f"smtp://127.0.0.1:{controller.port}"))
+    finally:
+        controller.stop()
+
+    fresh, sends = await reload(enrollment)
+    assert fresh.status == EnrollmentStatus.ACTIVE and sends == []
+    async with sessionmaker()() as session:
+        assert shop.id is not None
+        assert not await mail_repository.is_suppressed(session, shop.id, fresh.email)
 
 
 async def test_smtp_server_down_leaves_the_step_to_be_retried(shop: Shop) -> None:

@@ -1035,3 +1035,11 @@ def test_babel_extracts_templates_and_python_into_the_catalogs(
         with path.open("rb") as source:
             known = {message.id for message in read_po(source, locale=lang) if message.id}
         assert extracted <= known, f"{lang}: {sorted(map(str, extracted - known))[:5]}"
+
+
+def test_a_merchant_subject_greets_a_customer_without_a_name_without_none() -> None:
+    from app.mail.render import merchant_text
+
+    subject = "{{ first_name }}, your cart is waiting"
+    assert merchant_text.from_string(subject).render(first_name=None) == ", your cart is waiting"
+    assert merchant_text.from_string(subject).render(first_name="Ana").startswith("Ana, ")

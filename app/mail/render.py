@@ -38,7 +38,13 @@ environment = Environment(
 environment.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
 
 # Merchants' own subject lines run sandboxed: they can use {{ first_name }}, not Python.
-merchant_text = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+# A merchant writes "{{ first_name }}, your cart…": a customer without a name reads ", your
+# cart…", never "None, your cart…".
+merchant_text = SandboxedEnvironment(
+    autoescape=False,
+    undefined=StrictUndefined,
+    finalize=lambda value: "" if value is None else value,
+)
 
 # Styles are written once, in base.html, and inlined per email. Inlining once per template is
 # not possible: the stylesheet takes the shop's accent colour and children extend base.html.

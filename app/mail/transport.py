@@ -112,8 +112,9 @@ class SmtpTransport:
             username=self.username,
             password=self.password,
             use_tls=self.implicit_tls,
-            # None: STARTTLS whenever the server offers it.
-            start_tls=None if not self.implicit_tls else False,
+            # None: STARTTLS whenever the server offers it; required before a password is sent,
+            # so a connection stripped of STARTTLS never carries the credentials in clear.
+            start_tls=False if self.implicit_tls else (True if self.username else None),
             tls_context=_tls_context(),
             timeout=30,
         )
@@ -139,6 +140,10 @@ class SmtpTransport:
             codes = [refused.code for refused in exc.recipients]
             if all(500 <= code < 600 for code in codes):
                 raise PermanentDeliveryError(str(exc)) from exc
+            raise
+        except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPSenderRefused):
+            # The shop's own set-up (login, sender address) was refused: every message would
+            # be, until it is fixed. Retried with backoff; no customer's series ends over it.
             raise
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
@@ -192,6 +197,10 @@ def postmark_payload(message: EmailMessage, shop_domain: str) -> dict[str, Any]:
         "Subject": str(message["Subject"] or ""),
         "MessageStream": str(message[STREAM_HEADER] or "outbound").strip(),
         "Metadata": {"shop": shop_domain},
+        # Rebound tracks clicks and opens itself, and only where the shop allows it: Postmark's
+        # own tracking (a server setting) would rewrite links and count opens regardless.
+        "TrackOpens": False,
+        "TrackLinks": "None",
     }
     for header, field in (("Cc", "Cc"), ("Reply-To", "ReplyTo")):
         if message[header]:

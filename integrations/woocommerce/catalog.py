@@ -84,7 +84,9 @@ async def apply_discount(shop: Shop, checkout_token: str, url: str, code: str) -
     before the shopper lands there. A cart rebuilt from a draft (no order to pay) keeps the
     code in the email for the shopper to type. The link works whatever the store answers."""
     order_id = checkout_token.removeprefix("order-")
-    if not order_id.isdigit() or "/order-pay/" not in url:
+    # Any link but a rebuilt cart is the order-pay page, pretty (/order-pay/727/) or, with plain
+    # permalinks, ?page_id=7&order-pay=727; apply_coupon checks the order still awaits payment.
+    if not order_id.isdigit() or "add-to-cart=" in url:
         return url
     try:
         await api.apply_coupon(credentials(shop), order_id, code)
