@@ -275,39 +275,54 @@ def validate_settings(name: str, settings: dict[str, Any]) -> None:
         raise FlowDefinitionError(f"{name} has no setting {sorted(unknown)[0]!r}")
     for key, value in settings.items():
         if value is None:
+            if not key.startswith(OPTIONAL_SETTINGS):
+                raise FlowDefinitionError(f"{key} needs a value; only alert_* and referral_* clear")
             continue
-        if key.startswith("exit_on_"):
-            if not isinstance(value, bool):
-                raise FlowDefinitionError(f"{key} must be true or false")
-        elif key in ("min_cart_value", "alert_min_total"):
-            try:
-                if Decimal(str(value)) < 0:
-                    raise FlowDefinitionError(f"{key} must not be negative")
-            except InvalidOperation:
-                raise FlowDefinitionError(f"{key} must be an amount") from None
-        elif key == "alert_email":
-            if "@" not in str(value) or any(c in str(value) for c in "\r\n <>"):
-                raise FlowDefinitionError("alert_email must be an email address")
-        elif key == "top_share":
-            if not 0 < float(value) <= 0.2:
-                raise FlowDefinitionError("top_share must be above 0 and at most 0.2 (20 %)")
-        elif key == "lapse_factor":
-            if not 1 <= float(value) <= 10:
-                raise FlowDefinitionError("lapse_factor must be between 1 and 10")
-        elif key == "replenish_days":
-            if not isinstance(value, dict) or not all(
-                isinstance(days, int) and not isinstance(days, bool) and 0 < days <= 365
-                for days in value.values()
-            ):
-                raise FlowDefinitionError("replenish_days maps product ids to 1–365 days")
-        elif key == "referral_url":
-            if not str(value).startswith("https://") or any(c in str(value) for c in " <>\"'"):
-                raise FlowDefinitionError("referral_url must be an https:// link")
-        elif key == "referral_text":
-            if not isinstance(value, str) or len(value) > 300:
-                raise FlowDefinitionError("referral_text is a short text")
-        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise FlowDefinitionError(f"{key} must be a whole number of zero or more")
+        try:
+            _validate_setting(key, value)
+        except FlowDefinitionError:
+            raise
+        except (TypeError, ValueError):
+            raise FlowDefinitionError(f"{key} cannot be {value!r}") from None
+
+
+# Settings a merchant may clear (no alert, no referral link); every other one needs a value.
+OPTIONAL_SETTINGS = ("alert_", "referral_")
+
+
+def _validate_setting(key: str, value: Any) -> None:
+    if key.startswith("exit_on_"):
+        if not isinstance(value, bool):
+            raise FlowDefinitionError(f"{key} must be true or false")
+    elif key in ("min_cart_value", "alert_min_total"):
+        try:
+            if Decimal(str(value)) < 0:
+                raise FlowDefinitionError(f"{key} must not be negative")
+        except InvalidOperation:
+            raise FlowDefinitionError(f"{key} must be an amount") from None
+    elif key == "alert_email":
+        if "@" not in str(value) or any(c in str(value) for c in "\r\n <>"):
+            raise FlowDefinitionError("alert_email must be an email address")
+    elif key == "top_share":
+        if not 0 < float(value) <= 0.2:
+            raise FlowDefinitionError("top_share must be above 0 and at most 0.2 (20 %)")
+    elif key == "lapse_factor":
+        if not 1 <= float(value) <= 10:
+            raise FlowDefinitionError("lapse_factor must be between 1 and 10")
+    elif key == "replenish_days":
+        if not isinstance(value, dict) or not all(
+            isinstance(days, int) and not isinstance(days, bool) and 0 < days <= 365
+            for days in value.values()
+        ):
+            raise FlowDefinitionError("replenish_days maps product ids to 1–365 days")
+    elif key == "referral_url":
+        if not str(value).startswith("https://") or any(c in str(value) for c in " <>\"'"):
+            raise FlowDefinitionError("referral_url must be an https:// link")
+    elif key == "referral_text":
+        if not isinstance(value, str) or len(value) > 300:
+            raise FlowDefinitionError("referral_text is a short text")
+    elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FlowDefinitionError(f"{key} must be a whole number of zero or more")
 
 
 def settings_for(name: str, stored: dict[str, Any] | None) -> dict[str, Any]:

@@ -804,7 +804,7 @@ async def _offer_guard(
             f"offer guard: an offer went to this customer on {recent:%Y-%m-%d}, "
             f"within {settings['offer_guard_days']} days"
         )
-    codes = await repository.codes_sent_to(session, shop_id, email)
+    codes = await repository.codes_sent_to(session, shop_id, email, enrollment.flow)
     bought_with = [
         order
         for order in await commerce.orders_for_email(session, shop_id, email)

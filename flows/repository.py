@@ -123,12 +123,19 @@ async def last_offer_sent(
     return (await session.exec(query)).first()
 
 
-async def codes_sent_to(session: AsyncSession, shop_id: int, email: str) -> set[str]:
-    query = select(Send.discount_code).where(
-        Send.shop_id == shop_id,
-        Send.email == email,
-        Send.status == SendStatus.SENT,
-        col(Send.discount_code).is_not(None),
+async def codes_sent_to(session: AsyncSession, shop_id: int, email: str, flow: str) -> set[str]:
+    """The discount codes this flow sent the customer (a win-back's or a reward's codes say
+    nothing about gaming cart reminders)."""
+    query = (
+        select(Send.discount_code)
+        .join(Enrollment, col(Enrollment.id) == Send.enrollment_id)
+        .where(
+            Send.shop_id == shop_id,
+            Send.email == email,
+            Send.status == SendStatus.SENT,
+            col(Send.discount_code).is_not(None),
+            Enrollment.flow == flow,
+        )
     )
     return {code.lower() for code in (await session.exec(query)).all() if code}
 

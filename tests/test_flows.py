@@ -36,6 +36,7 @@ from flows.definitions import (
     DEFAULT_SETTINGS,
     DEFAULT_STEPS,
     HOUR,
+    FlowDefinitionError,
     validate_settings,
     validate_steps,
 )
@@ -1054,3 +1055,25 @@ def test_defaults_are_valid_and_the_offer_is_on_the_last_cart_reminder() -> None
     cart = DEFAULT_STEPS["abandoned_cart"]
     assert [s["delay"] for s in cart] == [HOUR, 24 * HOUR, 3 * DAY]
     assert [bool(s.get("offer")) for s in cart] == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("flow", "key", "value", "message"),
+    [
+        ("winback", "top_share", None, "top_share needs a value"),
+        ("abandoned_cart", "offer_guard_days", None, "offer_guard_days needs a value"),
+        ("winback", "top_share", "abc", "top_share cannot be 'abc'"),
+        ("winback", "lapse_factor", "x", "lapse_factor cannot be 'x'"),
+        ("winback", "top_share", 0.5, "at most 0.2"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_with_its_name(
+    flow: str, key: str, value: Any, message: str
+) -> None:
+    with pytest.raises(FlowDefinitionError, match=re.escape(message)):
+        validate_settings(flow, {key: value})
+
+
+def test_alert_and_referral_settings_may_be_cleared() -> None:
+    validate_settings("abandoned_cart", {"alert_email": None, "alert_min_total": None})
+    validate_settings("post_purchase", {"referral_url": None, "referral_text": None})
