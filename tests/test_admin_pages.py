@@ -688,6 +688,28 @@ async def test_inside_shopify_the_page_loads_app_bridge_and_nothing_else_from_el
     assert found.unlabelled_fields() == []
 
 
+async def test_an_id_token_wins_over_another_stores_cookie_and_a_bogus_one_embeds_nothing(
+    server: httpx.AsyncClient, shop: Shop, standin: ShopifyStandin
+) -> None:
+    standin.add_shop(SHOP_DOMAIN, name="Nordic Wool")
+    async with sessionmaker()() as session:
+        other = Shop(platform="woocommerce", domain="other.example", name="Other Store")
+        session.add(other)
+        await session.commit()
+        await session.refresh(other)
+    sign_in(server, other)
+
+    embedded = await server.get(
+        "/admin", params={"shop": SHOP_DOMAIN, "id_token": standin.id_token(SHOP_DOMAIN)}
+    )
+    bogus = await server.get("/admin", params={"id_token": "not-a-token"})
+
+    assert embedded.status_code == 200 and "Other Store" not in embedded.text
+    # A token that does not verify is sent to fetch a fresh one; no admin page, no App Bridge
+    # page of Rebound's, is built on it.
+    assert "Other Store" not in bogus.text and "rebound-csrf" not in bogus.text
+
+
 async def test_without_the_analytics_module_pages_say_figures_are_not_available(
     server: httpx.AsyncClient, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -127,7 +127,7 @@ def _page(
     """Render an admin page with what every page needs: the shop, the navigation, App Bridge
     inside Shopify, the CSRF token for a cookie session, and the headers for either."""
     api_key = get_settings().shopify_api_key
-    embedded = bool(request.query_params.get("id_token")) and bool(api_key)
+    embedded = getattr(request.state, "embedded", False) and bool(api_key)
     # Inside Shopify, links keep the parameters that let App Bridge and the sign-in find the
     # shop again; the short-lived id token itself is fetched afresh on each load.
     kept = {

@@ -214,6 +214,11 @@ async def page_shop(request: Request, response: Response, session: SessionDep) -
     (`id_token` + `shop` in the query, verified by shopifyapp). For an embedded load, the headers
     Shopify requires (Content-Security-Policy frame-ancestors, …) are in
     `request.state.page_headers`: a page that returns its own Response must copy them."""
+    # An id token names the store the merchant is looking at in Shopify's admin: it wins over a
+    # cookie another store's sign-in may have left in the same browser.
+    request.state.embedded = False
+    if "id_token" in request.query_params:
+        return await _embedded_shop(request, response, session)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         shop = _installed(await _cookie_shop(session, cookie))
@@ -221,7 +226,7 @@ async def page_shop(request: Request, response: Response, session: SessionDep) -
             _check_csrf(request, cookie)
             request.state.page_headers = {}
             return shop
-    if "shop" in request.query_params or "id_token" in request.query_params:
+    if "shop" in request.query_params:
         return await _embedded_shop(request, response, session)
     raise PageAuthError(_sign_in_page())
 
@@ -247,6 +252,7 @@ async def _embedded_shop(request: Request, response: Response, session: SessionD
     if shop is None or shop.access_token_encrypted is None:
         raise PageAuthError(_sign_in_page("Rebound is not installed on this store yet."))
     headers = dict(result.response.headers)
+    request.state.embedded = True  # verified: the page may load App Bridge and be framed
     request.state.page_headers = headers
     response.headers.update(headers)
     return shop
