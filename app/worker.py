@@ -33,7 +33,8 @@ def make_worker(**overrides: Any) -> Worker:
         "cron_jobs": [
             cron(sweep, second=0, run_at_startup=True, unique=True),
             # Once a day, in the European morning: lapsed customers start win-back.
-            cron(winback_scan, hour=7, minute=0, second=30, unique=True),
+            # Its own time limit: arq's default of 5 minutes is short for a million customers.
+            cron(winback_scan, hour=7, minute=0, second=30, unique=True, timeout=4 * 3600),
             cron(choose_winners, minute=15, second=0, unique=True),
         ],
         "redis_settings": redis_settings(get_settings()),

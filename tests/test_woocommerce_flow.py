@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from arq import Retry
 from arq.connections import ArqRedis
 from sqlmodel import select
 
@@ -18,9 +19,11 @@ from app.db import sessionmaker
 from app.inbox.models import InboxEntry, InboxStatus
 from app.settings import get_settings
 from app.shops.models import Shop
+from app.shops.service import connect_woocommerce
 from flows import service as flows_service
 from flows.models import Enrollment, EnrollmentStatus
 from flows.tasks import sweep
+from integrations.woocommerce.connect import set_up_store
 from integrations.woocommerce.standin import WooCommerceStandin, order_payload, serve
 from tests.conftest import Mailbox, wait_for, without_utm
 
@@ -255,6 +258,31 @@ async def test_a_delivery_from_the_stores_www_home_reaches_the_store_typed_witho
     assert again.status_code == 200
     async with sessionmaker()() as session:
         assert len((await session.exec(select(InboxEntry))).all()) == 2
+
+
+async def test_a_store_down_while_setting_up_is_tried_again_until_its_webhooks_exist(
+    woo: WooCommerceStandin,
+) -> None:
+    keys = woo.stores[DOMAIN].credentials
+    async with sessionmaker()() as session:
+        shop = await connect_woocommerce(
+            session,
+            url=STORE,
+            consumer_key=keys.consumer_key,
+            consumer_secret=keys.consumer_secret,
+            webhook_secret="s3cret",
+        )
+        await session.commit()
+    assert shop.id is not None
+    woo.fail_next(20)  # more than the client's own retries
+
+    with pytest.raises(Retry):
+        await set_up_store({"job_try": 1}, shop.id)
+    assert woo.stores[DOMAIN].webhooks == {}
+
+    woo.fail_next(0)
+    assert await set_up_store({"job_try": 2}, shop.id) == "5 webhooks created"
+    assert len(woo.stores[DOMAIN].webhooks) == 5
 
 
 def test_flows_know_no_platform() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
+from arq import Retry
 from arq.connections import ArqRedis
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -73,14 +74,32 @@ async def read_store_settings(shop: Shop) -> None:
     shop.address = list(found.address_lines) or shop.address
 
 
+SET_UP_RETRIES = (30, 120, 600, 1800, 3600)  # seconds: a store that is down comes back later
+
+
 async def set_up_store(ctx: dict[str, Any], shop_id: int) -> str:
-    """arq job: after a connection, read the store's settings and create the webhooks."""
+    """arq job: after a connection, read the store's settings and create the webhooks. A store
+    that cannot be reached is tried again with backoff: without its webhooks nothing works."""
     async with sessionmaker()() as session:
         shop = await shops.get(session, shop_id)
         if shop is None or shop.platform != "woocommerce" or not shop.api_secret_encrypted:
             return "nothing to set up"
-        created = await create_webhooks(shop, security.decrypt(shop.api_secret_encrypted))
-        await read_store_settings(shop)
+        try:
+            created = await create_webhooks(shop, security.decrypt(shop.api_secret_encrypted))
+            await read_store_settings(shop)
+        except api.WooCommerceUnauthorized:
+            log.error("WooCommerce store %s refused Rebound's keys: connect it again", shop.domain)
+            return "keys refused"
+        except (api.WooCommerceApiError, httpx.HTTPError) as exc:
+            tries = int(ctx.get("job_try", 1))
+            if tries > len(SET_UP_RETRIES):
+                log.error("WooCommerce store %s could not be set up: %s", shop.domain, exc)
+                return f"not set up: {exc}"
+            delay = SET_UP_RETRIES[tries - 1]
+            log.warning(
+                "WooCommerce store %s not set up yet (%s); retry in %ss", shop.domain, exc, delay
+            )
+            raise Retry(defer=delay) from exc
         await session.commit()
     log.info("WooCommerce store %s set up; %s webhooks created", shop.domain, len(created))
     return f"{len(created)} webhooks created"
