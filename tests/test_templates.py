@@ -1043,3 +1043,18 @@ def test_a_merchant_subject_greets_a_customer_without_a_name_without_none() -> N
     subject = "{{ first_name }}, your cart is waiting"
     assert merchant_text.from_string(subject).render(first_name=None) == ", your cart is waiting"
     assert merchant_text.from_string(subject).render(first_name="Ana").startswith("Ana, ")
+
+
+@pytest.mark.parametrize(("name", "context"), CASES, ids=IDS)
+def test_the_text_part_says_how_to_reach_the_shop_when_the_html_does(
+    name: str, context: dict[str, Any]
+) -> None:
+    if name == "internal_alert":
+        return  # written to the shop's own staff
+    _, text, _ = render(name, context)
+    shop = context["brand"]
+    if shop["phone"]:
+        assert f"Call: {shop['phone']}" in text
+        assert f"Email: {shop['email']}" in text and f"Chat with us: {shop['chat_url']}" in text
+    else:
+        assert "Questions? We're happy to help." not in text
