@@ -1058,3 +1058,16 @@ def test_the_text_part_says_how_to_reach_the_shop_when_the_html_does(
         assert f"Email: {shop['email']}" in text and f"Chat with us: {shop['chat_url']}" in text
     else:
         assert "Questions? We're happy to help." not in text
+
+
+def test_dates_in_emails_are_the_shops_day_not_utcs() -> None:
+    from datetime import UTC, datetime
+
+    from babel import Locale
+
+    from app.mail.compose import _date
+
+    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    assert _date(late, Locale("en"), "Europe/Stockholm") == "March 2, 2026"
+    assert _date(late, Locale("en"), None) == "March 1, 2026"
+    assert _date(late, Locale("en"), "Not/AZone") == "March 1, 2026"

@@ -21,7 +21,7 @@ from app.links.urls import (
     read_unsubscribe,
 )
 from app.mail import compose, tracking
-from app.mail.compose import TEMPLATES
+from app.mail.compose import TEMPLATES, step_label
 from app.shops import repository as shops
 from app.shops.models import Shop
 from flows import engine
@@ -56,8 +56,8 @@ async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
             shop, checkout.token if checkout else "", target, send.discount_code
         )
     if shop.tracking:
-        step = enrollment.steps[send.step].get("key") if send.step >= 0 else None
-        campaign = tracking.Campaign(shop.id or 0, send.id or 0, enrollment.flow, str(step))
+        step = step_label(enrollment.steps[send.step], send.step) if send.step >= 0 else "alert"
+        campaign = tracking.Campaign(shop.id or 0, send.id or 0, enrollment.flow, step)
         target = tracking.with_utm(target, campaign)
     flows.add_click(session, send)
     await session.commit()

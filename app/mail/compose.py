@@ -2,11 +2,12 @@
 How a message is then made (branding, styles, tracking, headers) is app/mail/render.py."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
@@ -57,8 +58,10 @@ def abandoned_cart(
         "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
         "total": _money(checkout.total_price, checkout.currency, locale),
         "restore_url": restore_url(shop.id, send.id),
-        "offer": _offer(discount, checkout.currency, locale, lang) if discount else None,
-        "kept_until": _date(kept_until, locale) if kept_until else None,
+        "offer": _offer(discount, checkout.currency, locale, lang, shop.timezone)
+        if discount
+        else None,
+        "kept_until": _date(kept_until, locale, shop.timezone) if kept_until else None,
         "unsubscribe_url": unsubscribe_url(shop.id, checkout.email),
     }
     return _render(
@@ -102,7 +105,7 @@ def order_email(
         "order": {
             "name": order.name,
             "total": _money(order.total_price, order.currency, locale),
-            "placed_on": _date(order.placed_at, locale),
+            "placed_on": _date(order.placed_at, locale, shop.timezone),
         },
         "items": items,
         "tracking": [t for shipment in shipments for t in shipment.tracking],
@@ -132,9 +135,13 @@ def order_email(
             else None
         ),
         "reorder_url": restore_url(shop.id, send.id) if "replenish" in extra else None,
-        "runs_out_on": _date(extra["runs_out"], locale) if "runs_out" in extra else None,
+        "runs_out_on": _date(extra["runs_out"], locale, shop.timezone)
+        if "runs_out" in extra
+        else None,
         "order_count": extra.get("order_count"),
-        "offer": _offer(discount, order.currency, locale, lang) if discount else None,
+        "offer": _offer(discount, order.currency, locale, lang, shop.timezone)
+        if discount
+        else None,
     }
     return _render(
         shop, order.email, step, context, lang, _campaign(shop, send, step, "post_purchase")
@@ -157,10 +164,10 @@ def winback_email(
         **_common(shop, send, enrollment.email, transactional=False),
         "first_name": enrollment.context.get("first_name"),
         "segment": enrollment.context.get("segment", "regular"),
-        "offer": _offer(discount, currency, locale, lang) if discount else None,
+        "offer": _offer(discount, currency, locale, lang, shop.timezone) if discount else None,
         "stay_url": stay_url(shop.id, send.id) if step["template"] == "winback_goodbye" else None,
         "last_order_on": (
-            _date(datetime.fromisoformat(last_order), locale) if last_order else None
+            _date(datetime.fromisoformat(last_order), locale, shop.timezone) if last_order else None
         ),
     }
     return _render(
@@ -185,7 +192,7 @@ def internal_alert(
             for item in checkout.line_items
         ],
         "total": _money(checkout.total_price, checkout.currency, locale),
-        "started_on": _date(checkout.started_at, locale),
+        "started_on": _date(checkout.started_at, locale, shop.timezone),
         "reach_out_url": "mailto:" + quote(checkout.email, safe="@"),
         "unsubscribe_url": "",  # to the shop's own staff: no list, no unsubscribe
     }
@@ -237,10 +244,19 @@ def _translated(text: str, lang: str) -> str:
         return _(text)
 
 
-def _date(moment: datetime, locale: Locale) -> str:
-    # Some long formats end in an abbreviation's full stop (Russian "2026 г."); dates end the
-    # sentences they are in, whose own full stop then serves both.
-    return format_date(moment, format="long", locale=locale).rstrip(".")
+def _date(moment: datetime, locale: Locale, zone: str | None) -> str:
+    """The day `moment` is in the shop's time zone: an offer ending at 23:00 UTC ends on the
+    next day in Stockholm. Some long formats end in an abbreviation's full stop (Russian
+    "2026 г."); dates end the sentences they are in, whose own full stop then serves both."""
+    local = moment.astimezone(_zone(zone)) if moment.tzinfo else moment
+    return format_date(local, format="long", locale=locale).rstrip(".")
+
+
+def _zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 def _render(
@@ -263,10 +279,17 @@ def _render(
 
 def _campaign(shop: Shop, send: Send, step: dict[str, Any], flow: str) -> Campaign:
     assert shop.id is not None and send.id is not None
-    return Campaign(shop.id, send.id, flow, str(step.get("key") or send.step + 1))
+    return Campaign(shop.id, send.id, flow, step_label(step, send.step))
 
 
-def _offer(discount: DiscountCode, currency: str, locale: Locale, lang: str) -> dict[str, str]:
+def step_label(step: dict[str, Any], index: int) -> str:
+    """A step's name in utm_content: its key, else its number counted from 1."""
+    return str(step.get("key") or index + 1)
+
+
+def _offer(
+    discount: DiscountCode, currency: str, locale: Locale, lang: str, zone: str | None
+) -> dict[str, str]:
     offer = discount.offer
     with i18n.writing_in(lang):
         if offer.kind == "percentage":
@@ -282,7 +305,7 @@ def _offer(discount: DiscountCode, currency: str, locale: Locale, lang: str) -> 
     return {
         "headline": headline,
         "code": discount.code,
-        "until": _date(discount.ends_at, locale),
+        "until": _date(discount.ends_at, locale, zone),
     }
 
 
