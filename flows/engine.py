@@ -651,7 +651,16 @@ async def _run_action(session: AsyncSession, enrollment: Enrollment, action: str
     """`suppress_marketing`: a win-back goodbye with no click and no order since means the
     customer gets no more marketing from this shop."""
     assert action == "suppress_marketing" and enrollment.id is not None
-    if await repository.click_count(session, enrollment.id):
+    goodbyes = [
+        index
+        for index, step in enumerate(enrollment.steps)
+        if step.get("template") == "winback_goodbye"
+    ]
+    sent = await repository.sent_steps(session, enrollment.id, goodbyes)
+    if not sent:
+        # Switched off, held out or skipped: nobody was asked, so nobody ignored the question.
+        return "kept: no goodbye was sent"
+    if await repository.click_count(session, sent):
         return "kept: the customer answered the goodbye"
     await mail_repository.add_unsubscribe(
         session, enrollment.shop_id, enrollment.email, reason="winback_ignored"

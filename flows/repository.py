@@ -140,12 +140,18 @@ async def codes_sent_to(session: AsyncSession, shop_id: int, email: str, flow: s
     return {code.lower() for code in (await session.exec(query)).all() if code}
 
 
-async def click_count(session: AsyncSession, enrollment_id: int) -> int:
-    query = (
-        select(func.count(col(Click.id)))
-        .join(Send, col(Send.id) == Click.send_id)
-        .where(Send.enrollment_id == enrollment_id)
+async def sent_steps(session: AsyncSession, enrollment_id: int, steps: list[int]) -> list[int]:
+    """The ids of this enrollment's sends of these steps that left."""
+    query = select(Send.id).where(
+        Send.enrollment_id == enrollment_id,
+        col(Send.step).in_(steps),
+        Send.status == SendStatus.SENT,
     )
+    return [send_id for send_id in (await session.exec(query)).all() if send_id is not None]
+
+
+async def click_count(session: AsyncSession, send_ids: list[int]) -> int:
+    query = select(func.count(col(Click.id))).where(col(Click.send_id).in_(send_ids))
     return int((await session.exec(query)).one())
 
 

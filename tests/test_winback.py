@@ -19,6 +19,7 @@ from app.queue import Jobs
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
 from flows import engine, winback
+from flows import service as flows_service
 from flows.models import Enrollment, EnrollmentStatus, Send, SendStatus
 from integrations.shopify.standin import ShopifyStandin
 from tests.conftest import SHOP_DOMAIN, SHOP_SECRET
@@ -187,6 +188,44 @@ async def test_a_click_on_stay_keeps_the_customer_on_the_list(
 
     assert page.status_code == 200
     assert await run_due(enrollment_id, outbox) == "kept: the customer answered the goodbye"
+    async with sessionmaker()() as session:
+        assert (await session.exec(select(Unsubscribe))).first() is None
+
+
+async def test_only_a_click_on_the_goodbye_answers_it(
+    server: httpx.AsyncClient, standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await make_shop(standin)
+    assert shop.id is not None
+    await bought(shop, "offer-clicker@example.com", 150)
+    await winback.scan_shop(shop.id, NOW)
+    enrollment_id = (await enrollments())["offer-clicker@example.com"].id or 0
+    outbox = OutboxTransport(tmp_path)
+    assert await run_due(enrollment_id, outbox) == "sent"
+    shop_link = next(w for w in last_text(tmp_path).split() if "/r/" in w)
+    assert (await server.get(shop_link.removeprefix("https://rebound.test"))).status_code == 303
+
+    outcomes = [await run_due(enrollment_id, outbox) for _ in range(3)]
+
+    assert outcomes == ["sent", "sent", "marketing stopped: the goodbye went unanswered"]
+
+
+async def test_no_goodbye_sent_means_nobody_ignored_it(
+    standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await make_shop(standin)
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        await flows_service.set_step_enabled(session, shop, "winback", 3, False)
+        await session.commit()
+    await bought(shop, "no-goodbye@example.com", 150)
+    await winback.scan_shop(shop.id, NOW)
+    enrollment_id = (await enrollments())["no-goodbye@example.com"].id or 0
+    outbox = OutboxTransport(tmp_path)
+
+    outcomes = [await run_due(enrollment_id, outbox) for _ in range(3)]
+
+    assert outcomes == ["sent", "sent", "kept: no goodbye was sent"]
     async with sessionmaker()() as session:
         assert (await session.exec(select(Unsubscribe))).first() is None
 
