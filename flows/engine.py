@@ -641,7 +641,9 @@ async def _sending_window(
     capped = timing.after_cap(last, shop.frequency_cap, now)
     if capped is not None:
         return "smart_sending", capped
-    quiet = timing.quiet_until(now, shop.quiet_hours, shop.timezone)
+    country = await commerce.last_shipping_country(session, enrollment.shop_id, enrollment.email)
+    customer_zone = timing.country_zone(country, now) or shop.timezone
+    quiet = timing.quiet_until(now, shop.quiet_hours, customer_zone)
     if quiet is not None:
         return "quiet_hours", quiet
     return None

@@ -3,6 +3,8 @@
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.core import get_global
+
 QUIET_HOURS_FORMAT = "HH:MM-HH:MM"
 
 
@@ -61,3 +63,13 @@ def after_cap(
         return None
     free = last_sent + timedelta(seconds=cap_seconds)
     return free if free > now else None
+
+
+def country_zone(country: str | None, moment: datetime) -> str | None:
+    """The time zone of a country that keeps one clock (Sweden, Germany, Iceland…), from the
+    CLDR data Babel ships; None where zones differ now (the US, Russia) or it is unknown."""
+    if not country:
+        return None
+    names = get_global("territory_zones").get(country.upper(), [])
+    offsets = {moment.astimezone(ZoneInfo(name)).utcoffset() for name in names}
+    return names[0] if len(offsets) == 1 else None

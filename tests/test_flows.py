@@ -646,6 +646,32 @@ async def test_quiet_hours_defer_a_marketing_step_to_the_morning_not_a_service_e
     assert len(to(mailbox, ADA)) == 1
 
 
+async def test_quiet_hours_follow_the_customers_clock_where_their_orders_tell_it(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop = await open_shop(standin)
+    window, _ = stockholm_window_around(datetime.now(UTC))  # night in the shop's Stockholm
+    await change_shop(shop, quiet_hours=window, timezone="Europe/Stockholm")
+    # Her last order went to Japan, eight hours ahead of Stockholm: her clock is outside the window.
+    await apply(
+        shop, order("5002", ADA, [BEANIE], placed_at=now() - timedelta(days=30), country="JP")
+    )
+    await apply(shop, checkout("cart-jp", ADA), checkout("cart-here", BO))
+
+    assert await run(await only("abandoned_cart", ADA), 0, SmtpTransport(smtp_url)) == "sent"
+    assert await run(await only("abandoned_cart", BO), 0, SmtpTransport(smtp_url)) == (
+        "deferred: quiet_hours"  # nothing known of him: the shop's clock
+    )
+
+
+@pytest.mark.parametrize(
+    ("country", "zone"),
+    [("SE", "Europe/Stockholm"), ("is", "Atlantic/Reykjavik"), ("US", None), (None, None)],
+)
+def test_a_country_with_one_clock_gives_its_zone(country: str | None, zone: str | None) -> None:
+    assert timing.country_zone(country, utc(2026, 12, 2, 12)) == zone
+
+
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 

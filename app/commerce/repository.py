@@ -243,6 +243,21 @@ async def orders_for_email(session: AsyncSession, shop_id: int, email: str) -> S
     return (await session.exec(query)).all()
 
 
+async def last_shipping_country(session: AsyncSession, shop_id: int, email: str) -> str | None:
+    """Where the customer's latest order went: the best clue Rebound has to their time zone."""
+    query = (
+        select(Order.shipping_country)
+        .where(
+            Order.shop_id == shop_id,
+            Order.email == email,
+            col(Order.shipping_country).is_not(None),
+        )
+        .order_by(col(Order.placed_at).desc())
+        .limit(1)
+    )
+    return (await session.exec(query)).first()
+
+
 async def has_order_since(session: AsyncSession, shop_id: int, email: str, since: datetime) -> bool:
     query = (
         select(Order.id)
