@@ -287,3 +287,24 @@ async def test_the_keyboard_focus_stays_on_the_control_that_was_pressed(
     await admin.shot(f"after-{control}")
 
     await expect(pressed).to_be_focused(timeout=2_000)
+
+
+# --- 6. every page of the navigation, as a new merchant first meets it ------------------------
+
+
+async def test_every_page_of_the_navigation_opens_with_its_heading_and_no_script_error(
+    admin: Admin, shop: Shop
+) -> None:
+    page = admin.page
+    await admin.sign_in(shop)
+    links = page.get_by_role("navigation").get_by_role("link")
+    names = [name.strip() for name in await links.all_inner_texts()]
+    assert names == ["Overview", "Flows", "A/B tests", "Activity", "Settings", "Privacy"]
+
+    for name in names:
+        await page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
+        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+        assert admin.path().startswith("/admin"), page.url
+        await admin.shot(name)
+
+    assert admin.problems == []
