@@ -351,3 +351,21 @@ async def waiting_enrollments(
         .limit(limit)
     )
     return (await session.exec(query)).all()
+
+
+async def ended_enrollments(
+    session: AsyncSession, shop_id: int, limit: int
+) -> Sequence[Enrollment]:
+    """Series that stopped before their end (a purchase, an unsubscribe, a sold-out cart…),
+    with the reason, newest first."""
+    query = (
+        select(Enrollment)
+        .where(
+            Enrollment.shop_id == shop_id,
+            Enrollment.status == EnrollmentStatus.EXITED,
+            col(Enrollment.exit_reason).is_not(None),
+        )
+        .order_by(col(Enrollment.updated_at).desc(), col(Enrollment.id).desc())
+        .limit(limit)
+    )
+    return (await session.exec(query)).all()

@@ -22,7 +22,7 @@ from app.privacy.models import DataRequest
 from app.shops.models import Shop
 from flows import service as flows_service
 from flows.definitions import DEFAULT_SETTINGS
-from flows.models import Click, Enrollment, Send, SendStatus
+from flows.models import Click, Enrollment, EnrollmentStatus, Send, SendStatus
 from integrations.shopify.standin import ShopifyStandin
 from tests.conftest import SHOP_DOMAIN, SHOPIFY_CLIENT_ID
 
@@ -555,6 +555,12 @@ async def test_activity_lists_sent_skipped_failed_and_waiting_with_reasons(
         assert waiting is not None
         waiting.next_step, waiting.waiting_for, waiting.due_at = 1, "quiet_hours", utcnow()
         await session.commit()
+    stopped_id, _ = await sent_email(shop, email="gone@example.com")
+    async with sessionmaker()() as session:
+        stopped = await session.get(Enrollment, stopped_id)
+        assert stopped is not None
+        stopped.status, stopped.exit_reason = EnrollmentStatus.EXITED, "sold_out"
+        await session.commit()
     sign_in(server, shop)
 
     found = await page(server, "/admin/activity")
@@ -567,6 +573,7 @@ async def test_activity_lists_sent_skipped_failed_and_waiting_with_reasons(
         "550 mailbox unavailable",
         "waiting for the end of quiet hours",
         "Still there",  # the waiting series' next step
+        "nothing in the cart is for sale any more",  # a series stopped, and why
     ):
         assert text in cells, text
     assert {"Sent", "Skipped", "Failed"} <= set(found.text("span"))

@@ -31,7 +31,7 @@ from app.shops import service as shops_service
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
 from flows.definitions import DEFAULT_STEPS
-from flows.models import Enrollment, Flow, Send, SendStatus
+from flows.models import Enrollment, EnrollmentStatus, Flow, Send, SendStatus
 from integrations.shopify.standin import ShopifyStandin
 from tests.conftest import Mailbox
 
@@ -148,6 +148,17 @@ async def add_activity(shop: Shop, email: str) -> None:
                 status=SendStatus.SENT,
                 offer_skipped="an offer 12 days ago",
                 sent_at=utcnow(),
+            )
+        )
+        session.add(  # and an earlier cart of theirs, stopped by an unsubscribe
+            Enrollment(
+                shop_id=shop.id or 0,
+                flow="abandoned_cart",
+                subject=f"checkout:{email}:earlier",
+                email=email,
+                steps=DEFAULT_STEPS["abandoned_cart"],
+                status=EnrollmentStatus.EXITED,
+                exit_reason="unsubscribed",
             )
         )
         await session.commit()
@@ -284,6 +295,7 @@ async def test_shop_a_never_reads_or_changes_shop_b(
     activity = answers["GET", "/api/activity"].json()
     assert [send["email"] for send in activity["sends"]] == ["ann@example.com"]
     assert [waiting["email"] for waiting in activity["waiting"]] == ["ann@example.com"]
+    assert [ended["email"] for ended in activity["ended"]] == ["ann@example.com"]
     requests = answers["GET", "/api/privacy/requests"].json()
     assert [request["customer"] for request in requests] == ["ann@example.com"]
     # B's data request answers A exactly as a request that does not exist.
@@ -310,6 +322,8 @@ async def test_activity_shows_what_was_sent_withheld_and_waiting(
     assert sent["note"] == "offer withheld: an offer 12 days ago"
     (waiting,) = response.json()["waiting"]
     assert waiting["step"] == "still_there" and waiting["waiting_for"] == "quiet_hours"
+    (ended,) = response.json()["ended"]
+    assert ended["reason"] == "unsubscribed" and ended["email"] == "ann@example.com"
     assert field_errors(
         await server.get("/api/activity", params={"limit": 0}, headers=bearer(shop))
     ).keys() == {"limit"}

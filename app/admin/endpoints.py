@@ -379,11 +379,35 @@ def _waiting_row(enrollment: Enrollment, shop: Shop) -> ActivityRow:
     )
 
 
+EXIT_REASONS = {
+    "purchased": "the customer bought",
+    "unsubscribed": "the customer unsubscribed",
+    "sold_out": "nothing in the cart is for sale any more",
+    "undeliverable": "the address refused email",
+    "checkout_closed": "the store closed the cart",
+    "newer_checkout": "the customer started a newer cart",
+    "flow_disabled": "the flow was switched off",
+}
+
+
+def _ended_row(enrollment: Enrollment, shop: Shop) -> ActivityRow:
+    reason = enrollment.exit_reason or ""
+    return ActivityRow(
+        _local(enrollment.updated_at, shop),
+        enrollment.flow,
+        "",
+        enrollment.email,
+        "ended",
+        EXIT_REASONS.get(reason, reason.replace("_", " ")),
+    )
+
+
 @router.get("/activity", response_class=HTMLResponse)
 async def activity_page(request: Request, shop: PageShop, session: SessionDep) -> HTMLResponse:
     assert shop.id is not None
     sent = await flows.recent_activity(session, shop.id, ACTIVITY_LIMIT)
     waiting = await flows.waiting_enrollments(session, shop.id, ACTIVITY_LIMIT)
+    ended = await flows.ended_enrollments(session, shop.id, ACTIVITY_LIMIT)
     return _page(
         request,
         shop,
@@ -391,6 +415,7 @@ async def activity_page(request: Request, shop: PageShop, session: SessionDep) -
         "Activity",
         rows=[_sent_row(send, enrollment, shop) for send, enrollment in sent],
         waiting=[_waiting_row(enrollment, shop) for enrollment in waiting],
+        ended=[_ended_row(enrollment, shop) for enrollment in ended],
         limit=ACTIVITY_LIMIT,
     )
 

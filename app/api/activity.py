@@ -32,9 +32,17 @@ class WaitingActivity(BaseModel):
     waiting_for: str | None
 
 
+class EndedActivity(BaseModel):
+    at: datetime
+    flow: str
+    email: str
+    reason: str  # purchased, unsubscribed, sold_out, undeliverable, checkout_closed, …
+
+
 class Activity(BaseModel):
     sends: list[SendActivity]
     waiting: list[WaitingActivity]
+    ended: list[EndedActivity]  # series stopped before their end, and why
 
 
 def _note(send: Send) -> str | None:
@@ -59,11 +67,12 @@ def _step_key(enrollment: Enrollment, step: int | None) -> str:
 async def activity(
     shop: ShopDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> Activity:
-    """The latest `limit` emails, newest first, and up to `limit` series waiting for a parcel,
-    the morning or smart sending."""
+    """The latest `limit` emails, newest first; up to `limit` series waiting for a parcel, the
+    morning or smart sending; and up to `limit` series stopped early, with the reason."""
     assert shop.id is not None
     sends = await flows_repository.recent_activity(session, shop.id, limit)
     waiting = await flows_repository.waiting_enrollments(session, shop.id, limit)
+    ended = await flows_repository.ended_enrollments(session, shop.id, limit)
     return Activity(
         sends=[
             SendActivity(
@@ -85,5 +94,14 @@ async def activity(
                 waiting_for=enrollment.waiting_for,
             )
             for enrollment in waiting
+        ],
+        ended=[
+            EndedActivity(
+                at=enrollment.updated_at,
+                flow=enrollment.flow,
+                email=enrollment.email,
+                reason=enrollment.exit_reason or "",
+            )
+            for enrollment in ended
         ],
     )
