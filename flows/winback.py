@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from arq.connections import ArqRedis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.commerce import repository as commerce
 from app.customers import repository as customers
 from app.customers.models import LapsedCustomer
 from app.db import sessionmaker
@@ -86,13 +87,18 @@ async def _start(
     cooldown = timedelta(days=int(str(settings["cooldown_days"])))
     if latest is not None and latest.created_at > now - cooldown:
         return 0
+    greeting = await commerce.customer_greeting(session, flow.shop_id, email)
     enrolled = await engine.enroll(
         session,
         jobs,
         flow,
         subject=f"lapse:{email}:{now:%Y-%m-%d}",
         email=email,
-        context={"segment": segment(customer), "last_order_at": customer.last_order_at.isoformat()},
+        context={
+            "segment": segment(customer),
+            "last_order_at": customer.last_order_at.isoformat(),
+            **dict(zip(("locale", "first_name"), greeting, strict=True)),
+        },
     )
     return int(enrolled is not None)
 

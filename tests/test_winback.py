@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from sqlmodel import select
 
-from app.commerce.events import OrderPlaced
+from app.commerce.events import CheckoutChanged, OrderPlaced
 from app.db import sessionmaker
 from app.mail import repository as mail_repository
 from app.mail.models import Unsubscribe
@@ -228,6 +228,35 @@ async def test_no_goodbye_sent_means_nobody_ignored_it(
     assert outcomes == ["sent", "sent", "kept: no goodbye was sent"]
     async with sessionmaker()() as session:
         assert (await session.exec(select(Unsubscribe))).first() is None
+
+
+async def test_win_back_greets_by_name_in_the_language_of_the_last_order(
+    standin: ShopifyStandin, tmp_path: Path
+) -> None:
+    shop = await make_shop(standin)
+    assert shop.id is not None
+    long_ago = datetime.now(UTC) - timedelta(days=150)
+    async with sessionmaker()() as session:
+        for event in (
+            CheckoutChanged(
+                token="done-1", cart_token=None, email="astrid@example.com", first_name="Astrid",
+                locale="sv", currency="USD", subtotal_price="40.00", total_price="40.00",
+                restore_url=None, started_at=long_ago, updated_at=long_ago,
+                completed_at=long_ago, line_items=[],
+            ),
+            OrderPlaced(
+                platform_id="9100", name="#9100", checkout_token="done-1", cart_token=None,
+                email="astrid@example.com", currency="USD", total_price="40.00",
+                placed_at=long_ago, locale="sv-SE",
+            ),
+        ):  # fmt: skip
+            await engine.apply(session, Jobs(), shop.id, event)
+        await session.commit()
+    await winback.scan_shop(shop.id, NOW)
+    enrollment = (await enrollments())["astrid@example.com"]
+
+    assert await run_due(enrollment.id or 0, OutboxTransport(tmp_path)) == "sent"
+    assert last_text(tmp_path).startswith("Hej Astrid!")
 
 
 def test_segments_follow_the_customer() -> None:

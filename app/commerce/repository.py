@@ -243,6 +243,34 @@ async def orders_for_email(session: AsyncSession, shop_id: int, email: str) -> S
     return (await session.exec(query)).all()
 
 
+async def customer_greeting(
+    session: AsyncSession, shop_id: int, email: str
+) -> tuple[str | None, str | None]:
+    """The language of the customer's latest order and the first name of their latest checkout:
+    what a win-back email, which has neither at hand, greets them with."""
+    locale = (
+        await session.exec(
+            select(Order.locale)
+            .where(Order.shop_id == shop_id, Order.email == email, col(Order.locale).is_not(None))
+            .order_by(col(Order.placed_at).desc())
+            .limit(1)
+        )
+    ).first()
+    first_name = (
+        await session.exec(
+            select(Checkout.first_name)
+            .where(
+                Checkout.shop_id == shop_id,
+                Checkout.email == email,
+                col(Checkout.first_name).is_not(None),
+            )
+            .order_by(col(Checkout.updated_at).desc())
+            .limit(1)
+        )
+    ).first()
+    return locale, first_name
+
+
 async def last_shipping_country(session: AsyncSession, shop_id: int, email: str) -> str | None:
     """Where the customer's latest order went: the best clue Rebound has to their time zone."""
     query = (

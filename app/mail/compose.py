@@ -157,7 +157,7 @@ def winback_email(
 ) -> EmailMessage:
     assert shop.id is not None and send.id is not None
     lang = i18n.language(enrollment.context.get("locale"), shop.locale)
-    locale = _locale(shop.locale, lang)
+    locale = _locale(enrollment.context.get("locale") or shop.locale, lang)
     currency = shop.currency or "USD"
     last_order = enrollment.context.get("last_order_at")
     context = {
