@@ -436,6 +436,10 @@ async def run_step(
         exit_enrollment(enrollment, reason)
         await session.commit()
         return f"exited: {reason}"
+    if enrollment.flow == ABANDONED_CART and step == _first_enabled(enrollment.steps):
+        # Customer service hears of a big cart when the first reminder is due, whether or not
+        # that reminder then goes (a condition, a holdout or the night may keep it back).
+        await _alert(session, transport, enrollment, subject)
     spec = enrollment.steps[step]
     if spec.get("action"):
         outcome = await _run_action(session, enrollment, spec["action"])
@@ -504,12 +508,6 @@ async def _send(
         await abtests.record_send(session, chosen[0], chosen[1], send)
     await session.commit()
 
-    if (
-        enrollment.flow == ABANDONED_CART
-        and step == _first_enabled(enrollment.steps)
-        and subject.checkout is not None
-    ):
-        await _alert(session, transport, enrollment, subject, content)
     try:
         discount = await _offer(session, subject, enrollment, send, spec)
         message = _compose(enrollment, subject, send, spec, content, discount)
@@ -834,9 +832,8 @@ async def _alert(
     transport: Transport,
     enrollment: Enrollment,
     subject: Subject,
-    content: Content,
 ) -> None:
-    """A big cart left behind: customer service hears of it when the first reminder goes.
+    """A big cart left behind: customer service hears of it when the first reminder is due.
     Claimed like a step, so it goes once; a failure never holds the customer's email."""
     settings, checkout = subject.settings, subject.checkout
     address, threshold = settings["alert_email"], settings["alert_min_total"]
@@ -850,7 +847,8 @@ async def _alert(
     claim.email = address
     await session.commit()
     try:
-        message = compose.internal_alert(subject.shop, checkout, address, content.details)
+        details = await integrations.variant_details(subject.shop, _refs(checkout.line_items))
+        message = compose.internal_alert(subject.shop, checkout, address, details)
         await transport_for_shop(subject.shop, transport).deliver(
             message, shop_domain=subject.shop.domain
         )

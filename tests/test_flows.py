@@ -995,6 +995,27 @@ async def test_the_alert_goes_with_the_first_reminder_when_step_one_is_off(
     assert len(to(mailbox, "care@shop.example")) == 1 and len(to(mailbox, ADA)) == 2
 
 
+async def test_the_alert_goes_when_the_first_reminder_is_due_even_if_the_night_holds_it(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop = await open_shop(standin)
+    await edit_flow(shop, "set_setting", "abandoned_cart", "alert_email", "care@shop.example")
+    await edit_flow(shop, "set_setting", "abandoned_cart", "alert_min_total", "100")
+    window, _ = stockholm_window_around(datetime.now(UTC))
+    await change_shop(shop, quiet_hours=window, timezone="Europe/Stockholm")
+    await apply(shop, checkout("big", ADA, subtotal="150.00"))
+    transport = SmtpTransport(smtp_url)
+
+    big = await only("abandoned_cart", ADA)
+    assert await run(big, 0, transport) == "deferred: quiet_hours"
+    assert len(to(mailbox, "care@shop.example")) == 1 and to(mailbox, ADA) == []
+
+    await change_shop(shop, quiet_hours=None)
+    await change(big, due_at=now() - timedelta(minutes=1))
+    assert await run(big, 0, transport) == "sent"
+    assert len(to(mailbox, "care@shop.example")) == 1 and len(to(mailbox, ADA)) == 1
+
+
 # --- flow versions and edits -----------------------------------------------------------------
 
 
