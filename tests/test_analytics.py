@@ -391,6 +391,7 @@ async def test_the_overview_counts_emails_clicks_orders_revenue_and_conversion(
         orders=2,
         revenue=Decimal("200.00"),
         conversion=2 / 5,
+        recovered=Decimal("80.00"),  # the reminded cart itself; the 120.00 came by a click
     )
     assert (flows[WINBACK].emails, flows[WINBACK].clicks, flows[WINBACK].orders) == (1, 1, 2)
     assert flows[WINBACK].revenue == Decimal("40.00")

@@ -19,6 +19,8 @@ class FlowFigures:
     orders: int  # attributed orders
     revenue: Decimal  # attributed revenue less refunds, in the shop's currency
     conversion: float  # orders / emails (0 when no email)
+    # The part of `revenue` from the carts the reminders were about; the rest came by a click.
+    recovered: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)

@@ -226,15 +226,17 @@ async def _emails_and_clicks(
 
 async def _earned_by_day(
     session: AsyncSession, shop_id: int, currency: str, *, since: datetime, until: datetime
-) -> list[tuple[str, date, int, Decimal]]:
-    """Per flow and UTC day of the order: attributed orders and their revenue as of now."""
+) -> list[tuple[str, date, int, Decimal, Decimal]]:
+    """Per flow and UTC day of the order: attributed orders, their revenue as of now, and the
+    part of it from the very carts the reminders were about (recovered)."""
     day = _utc_day(Attribution.attributed_at)
-    query = (
-        select(
-            Attribution.flow,
+    query: Select[*tuple[Any, ...]] = (
+        Select(  # five columns: more than sqlmodel's select() has overloads for
+            col(Attribution.flow),
             day,
             func.sum(case((_counted(), 1), else_=0)),
             func.sum(_revenue_units(currency)),
+            func.sum(case((col(Attribution.via) == "cart", _revenue_units(currency)), else_=0)),
         )
         .join(Order, col(Order.id) == col(Attribution.order_id))
         .where(
@@ -246,8 +248,8 @@ async def _earned_by_day(
         .group_by(Attribution.flow, day)
     )
     return [
-        (flow, date.fromisoformat(str(on)), int(orders), money(units))
-        for flow, on, orders, units in await session.exec(query)
+        (flow, date.fromisoformat(str(on)), int(orders), money(units), money(cart_units))
+        for flow, on, orders, units, cart_units in await session.exec(query)
     ]
 
 
@@ -268,11 +270,13 @@ async def overview(session: AsyncSession, shop: Shop, *, days: int, now: datetim
 
     orders = dict.fromkeys(FLOW_NAMES, 0)
     revenue = dict.fromkeys(FLOW_NAMES, Decimal(0))
+    recovered = dict.fromkeys(FLOW_NAMES, Decimal(0))
     by_day = {first + timedelta(days=n): dict(revenue) for n in range(days)}
-    for flow, day, count, amount in earned:
+    for flow, day, count, amount, from_cart in earned:
         if flow in orders:
             orders[flow] += count
             revenue[flow] += amount
+            recovered[flow] += from_cart
             by_day[day][flow] += amount
 
     flows = []
@@ -285,6 +289,7 @@ async def overview(session: AsyncSession, shop: Shop, *, days: int, now: datetim
                 clicks=clicks,
                 orders=orders[flow],
                 revenue=revenue[flow],
+                recovered=recovered[flow],
                 conversion=orders[flow] / emails if emails else 0.0,
             )
         )

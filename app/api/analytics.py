@@ -29,7 +29,8 @@ class FlowFigures(BaseModel):
     emails: int
     clicks: int
     orders: int
-    revenue: str
+    revenue: str  # attributed revenue: the recovered carts and orders that followed a click
+    recovered: str  # the part from the very carts the reminders were about
     conversion: float
 
 
@@ -68,6 +69,7 @@ async def overview(
                 clicks=f.clicks,
                 orders=f.orders,
                 revenue=str(f.revenue),
+                recovered=str(f.recovered),
                 conversion=f.conversion,
             )
             for f in figures.flows
