@@ -12,11 +12,13 @@ from sqlmodel import select
 from app.analytics import abtests, attribution, repository
 from app.analytics.abtests import HOLDOUT, AbTestError
 from app.analytics.models import AbTest, Assignment, Attribution, FlowFigures
+from app.analytics.tasks import choose_winners
 from app.commerce.models import Checkout, Order, Refund
 from app.db import sessionmaker
 from app.privacy import repository as privacy
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
+from flows import service as flows_service
 from flows.definitions import ABANDONED_CART, POST_PURCHASE, WINBACK
 from flows.models import Click, Enrollment, Send, SendStatus
 
@@ -745,3 +747,37 @@ async def test_no_winner_while_the_holdout_does_as_well(shop: Shop) -> None:
 
     async with sessionmaker()() as session:
         assert await abtests.choose_winner(session, test, now=NOW) is None
+
+
+async def test_the_hourly_job_makes_the_winner_the_step_for_new_enrollments(shop: Shop) -> None:
+    async with sessionmaker()() as session:
+        test = await abtests.start_test(session, shop, WINBACK, "our_values", VARIANTS, 0, 100)
+        before = await flows_service.shop_flow(session, shop, WINBACK)
+        version = before.version
+        await session.commit()
+        assert test.id is not None
+        # story: 40 of 100 bought; plain: 5 of 100
+        for key, buyers in (("story", 40), ("plain", 5)):
+            session.add_all(
+                Assignment(
+                    shop_id=test.shop_id, test_id=test.id, email=f"{key}{n}@example.com",
+                    variant=key, assigned_at=ago(days=3),
+                )
+                for n in range(100)
+            )  # fmt: skip
+            session.add_all(
+                Order(
+                    shop_id=test.shop_id, platform_id=f"{key}-{n}", name=f"#{key}-{n}",
+                    email=f"{key}{n}@example.com", currency="EUR", total_price="25.00",
+                    placed_at=ago(days=2),
+                )
+                for n in range(buyers)
+            )  # fmt: skip
+        await session.commit()
+
+    assert await choose_winners({}) == f"1 running, ended: {test.id}:story"
+
+    async with sessionmaker()() as session:
+        flow = await flows_service.shop_flow(session, shop, WINBACK)
+    (values,) = [s for s in flow.steps if s.get("key") == "our_values"]
+    assert values["template"] == "winback_offer" and flow.version > version
