@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlmodel import col, func, select
 
 from app import security
+from app.analytics.models import Attribution
 from app.api.auth import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -25,6 +27,7 @@ from app.api.auth import (
     issue_token,
     session_cookie,
 )
+from app.commerce.models import Checkout, Order
 from app.db import sessionmaker, utcnow
 from app.privacy.models import DataRequest
 from app.shops import service as shops_service
@@ -275,7 +278,8 @@ async def test_shop_a_never_reads_or_changes_shop_b(
     answers = {}
     for method, path, body in ENDPOINTS:
         if "/api/tests" in path or path == "/api/overview":
-            continue  # app.analytics: see test_overview_and_ab_tests_are_per_shop
+            continue  # app.analytics: see test_overview_and_ab_tests_are_per_shop and
+            # test_shop_b_figures_carts_and_tests_never_reach_shop_a
         target = url(path, request_id=b_request)
         answers[method, path] = await server.request(method, target, json=body, headers=bearer(a))
 
@@ -802,6 +806,51 @@ async def test_overview_and_ab_tests_are_per_shop(
     assert {result["key"] for result in mine.json()["results"]} >= {"a", "b"}
     ended = await server.post(f"/api/tests/{b_id}/stop", headers=bearer(b))
     assert ended.status_code == 200 and ended.json()["ended_at"] is not None
+
+
+async def test_shop_b_figures_carts_and_tests_never_reach_shop_a(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    a, b = shops
+    await add_activity(b, "bert@example.com")
+    now = utcnow()
+    async with sessionmaker()() as session:
+        send = (await session.exec(select(Send).where(Send.shop_id == b.id))).one()
+        order = Order(
+            shop_id=b.id or 0, platform_id="b-1", name="#B1", email="bert@example.com",
+            currency="EUR", total_price="99.00", placed_at=now,
+        )  # fmt: skip
+        session.add(order)
+        await session.flush()
+        session.add(
+            Attribution(
+                shop_id=b.id or 0, order_id=order.id or 0, send_id=send.id or 0,
+                flow="abandoned_cart", step=0, via="cart", attributed_at=now,
+            )
+        )  # fmt: skip
+        session.add(
+            Checkout(
+                shop_id=b.id or 0, token="b-cart", email="bert@example.com", first_name="Bert",
+                currency="EUR", subtotal_price="99.00", total_price="99.00",
+                line_items=[{"title": "Beta Boot", "quantity": 1, "price": "99.00"}],
+                started_at=now, platform_updated_at=now,
+            )
+        )  # fmt: skip
+        await session.commit()
+    start = next(body for m, path, body in ENDPOINTS if (m, path) == ("POST", "/api/tests"))
+    before = await snapshot(b)
+
+    overview = await server.get("/api/overview", headers=bearer(a))
+    started = await server.post("/api/tests", json=start, headers=bearer(a))
+    preview = await server.get(url("/api/flows/{flow}/steps/{number}/preview"), headers=bearer(a))
+    own = await server.get("/api/overview", headers=bearer(b))
+
+    assert overview.status_code == 200 and overview.json()["revenue"] == "0"
+    assert started.status_code == 201
+    assert (await server.get("/api/tests", headers=bearer(b))).json() == []
+    assert "Bert" not in preview.text and "Beta Boot" not in preview.text
+    assert await snapshot(b) == before
+    assert Decimal(own.json()["revenue"]) == Decimal("99.00")  # B's figures are there, for B
 
 
 async def test_a_refused_ab_test_names_the_field_and_starts_nothing(
