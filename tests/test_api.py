@@ -45,7 +45,15 @@ SHOP_B = "shop-b.myshopify.com"
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/session", None),
     ("GET", "/api/shop", None),
-    ("PATCH", "/api/shop", {"quiet_hours": "22:00-07:00", "profile": {"phone": "+46 8 123"}}),
+    (
+        "PATCH",
+        "/api/shop",
+        {
+            "quiet_hours": "22:00-07:00",
+            "profile": {"phone": "+46 8 123"},
+            "address": "Ullgatan 1\n111 22 Stockholm",
+        },
+    ),
     ("GET", "/api/flows", None),
     ("PATCH", "/api/flows/{flow}", {"enabled": False, "settings": {"min_cart_value": "40"}}),
     ("PUT", "/api/flows/{flow}/steps/{number}", {"delay": "2h", "offer": "15%"}),
@@ -291,6 +299,7 @@ async def test_shop_a_never_reads_or_changes_shop_b(
     assert answers["GET", "/api/session"].json()["shop"] == SHOP_A
     assert answers["GET", "/api/shop"].json()["domain"] == SHOP_A
     assert answers["PATCH", "/api/shop"].json()["quiet_hours"] == "22:00-07:00"
+    assert answers["PATCH", "/api/shop"].json()["address"] == ["Ullgatan 1", "111 22 Stockholm"]
     flows = answers["GET", "/api/flows"].json()
     assert {flow["name"] for flow in flows} == {"abandoned_cart", "post_purchase", "winback"}
     assert (
@@ -421,6 +430,7 @@ async def test_edits_are_kept_and_shown(
         "domain": SHOP_A, "name": "Alpha Wool", "platform": "shopify", "currency": "EUR",
         "timezone": "Europe/Stockholm", "quiet_hours": None, "frequency_cap": "12h",
         "tracking": False, "attribution_days": 5, "profile": None, "mail_transport": "smtp",
+        "address": [],
     }  # fmt: skip
     assert changed.json()["profile"]["accent_color"] == "#2f6f4e"
     assert changed.json()["profile"]["social"] == {"instagram": "https://instagram.com/alpha"}
@@ -488,6 +498,7 @@ async def test_edits_are_kept_and_shown(
         ("PATCH", "/api/shop", {"frequency_cap": "soon"}, "frequency_cap"),
         ("PATCH", "/api/shop", {"quiet_hours": "25:00-08:00"}, "quiet_hours"),
         ("PATCH", "/api/shop", {"tracking": "sometimes"}, "tracking"),
+        ("PATCH", "/api/shop", {"address": "\n".join(["Line"] * 7)}, "address"),
         (
             "POST",
             "/api/flows/abandoned_cart/steps/1/test",

@@ -37,6 +37,7 @@ class ShopSettings(BaseModel):
     tracking: bool
     attribution_days: int  # an order counts for an email clicked at most this long before it
     profile: Profile
+    address: list[str]  # the postal address at the foot of every email, a line each
     mail_transport: str  # "default", or the kind of the shop's own: smtp, postmark, ses, outbox
 
 
@@ -67,6 +68,7 @@ class ShopChanges(BaseModel):
     tracking: bool | None = None
     attribution_days: int | None = None
     profile: ProfileChanges | None = None
+    address: list[str] | str | None = None  # lines, or text with a line each; "" clears it
 
 
 def _settings(shop: Shop) -> ShopSettings:
@@ -81,6 +83,7 @@ def _settings(shop: Shop) -> ShopSettings:
         tracking=shop.tracking,
         attribution_days=shop.attribution_days,
         profile=Profile.model_validate(shop.profile or {}),
+        address=list(shop.address or []),
         mail_transport=_transport_kind(shop),
     )
 
@@ -118,6 +121,9 @@ async def change_shop(changes: ShopChanges, shop: ShopDep, session: SessionDep) 
     if changes.attribution_days is not None:
         with refused_as("attribution_days", SendingRuleError):
             shops_service.set_attribution_days(shop, changes.attribution_days)
+    if "address" in changes.model_fields_set:
+        with refused_as("address", SendingRuleError):
+            shops_service.set_address(shop, changes.address)
     if changes.profile is not None:
         profile = changes.profile
         for key in sorted(profile.model_fields_set - {"social"}):

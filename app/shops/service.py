@@ -179,6 +179,23 @@ def set_mail_transport(shop: Shop, url: str) -> str:
     return url.strip().partition(":")[0].lower()
 
 
+MAX_ADDRESS_LINES, MAX_ADDRESS_LINE = 6, 120
+
+
+def set_address(shop: Shop, address: str | list[str] | None) -> list[str]:
+    """The postal address every email ends with (anti-spam laws ask for one): lines, or text
+    with a line each; None or blank lines clear it. Returns the lines now kept."""
+    given = address.splitlines() if isinstance(address, str) else list(address or [])
+    lines = [line.strip() for line in given if line.strip()]
+    if len(lines) > MAX_ADDRESS_LINES:
+        raise SendingRuleError(f"an address has at most {MAX_ADDRESS_LINES} lines")
+    for line in lines:
+        if len(line) > MAX_ADDRESS_LINE or any(ord(c) < 32 for c in line):
+            raise SendingRuleError(f"{line[:40]!r} is not an address line")
+    shop.address = lines
+    return lines
+
+
 PROFILE_FIELDS = (
     "sender_name", "reply_to", "logo_url", "accent_color", "phone", "contact_email", "chat_url",
 )  # fmt: skip
