@@ -322,11 +322,34 @@ async def test_ses_gets_the_raw_message_signed_with_signature_version_4(
 
     (sent,) = ses.received
     assert sent["host"] == "email.eu-west-1.amazonaws.com"
-    assert sent["raw"] == wire_bytes(message)
+    # The message itself, its 8bit text parts made quoted-printable as SES asks.
+    assert sent["raw"].isascii()
+    arrived = message_from_bytes(sent["raw"], policy=policy.default)
+    for kind in ("plain", "html"):
+        got = arrived.get_body((kind,)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+        assert got == message.get_body((kind,)).get_content()  # type: ignore[union-attr]
     assert sent["request"]["EmailTags"] == [{"Name": "shop", "Value": shop_tag(SHOP_DOMAIN)}]
     arrived = message_from_bytes(sent["raw"], policy=policy.default)
     assert arrived["To"] == CUSTOMER and arrived["Subject"] == message["Subject"]
     assert arrived["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_ses_gets_8bit_text_as_quoted_printable_and_the_same_words(
+    shop: Shop, ses: SesStandin
+) -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "shop@rebound.test", CUSTOMER, "Hej"
+    message.set_content("Hej Åsa, din varukorg väntar på dig.")
+    assert message["Content-Transfer-Encoding"] == "8bit"
+
+    await ses_transport(ses).deliver(message, shop_domain=SHOP_DOMAIN)
+
+    (sent,) = ses.received
+    assert sent["raw"].isascii()
+    arrived = message_from_bytes(sent["raw"], policy=policy.default)
+    assert arrived["Content-Transfer-Encoding"] == "quoted-printable"
+    assert arrived.get_content().strip() == "Hej Åsa, din varukorg väntar på dig."
+    assert message["Content-Transfer-Encoding"] == "8bit"  # the caller's message is untouched
 
 
 async def test_ses_refuses_a_wrong_signature_and_nothing_is_sent(

@@ -8,7 +8,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from app.mail.transport import wire_bytes
+from app.mail.transport import seven_bit_bodies, wire_bytes
 from app.settings import Settings
 
 # Signed when present. RFC 8058 asks for List-Unsubscribe and List-Unsubscribe-Post to be covered.
@@ -55,7 +55,7 @@ def dkim_sign(message: EmailMessage, settings: Settings) -> None:
     key = _private_key(settings.dkim_private_key.get_secret_value())
     domain = (settings.dkim_domain or settings.mail_from_domain).strip().lower()
     del message["DKIM-Signature"]
-    _seven_bit_bodies(message)
+    seven_bit_bodies(message)
     present = {name.lower() for name in message}
     signed = [name for name in SIGNED_HEADERS if name in present]
     signed += [name for name in signed if name in OVERSIGNED]
@@ -70,20 +70,6 @@ def dkim_sign(message: EmailMessage, settings: Settings) -> None:
     name, _, value = header.decode("ascii").partition(":")
     # Raw, as dkimpy folded it: the email package would refold it at will.
     message.set_raw(name, value.strip())
-
-
-def _seven_bit_bodies(message: EmailMessage) -> None:
-    """8bit text parts become quoted-printable, so a relay that downgrades 8bit to 7bit (as
-    RFC 6152 lets it) cannot change the signed body."""
-    for part in message.walk():
-        if part.is_multipart() or part.get("Content-Transfer-Encoding", "").lower() != "8bit":
-            continue
-        if part.get_content_maintype() == "text":
-            part.set_content(
-                part.get_content(),
-                subtype=part.get_content_subtype(),
-                cte="quoted-printable",
-            )
 
 
 @lru_cache(maxsize=4)

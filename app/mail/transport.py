@@ -87,6 +87,31 @@ def wire_bytes(message: EmailMessage, **policy: Any) -> bytes:
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n", **policy))
 
 
+def seven_bit_bodies(message: EmailMessage) -> None:
+    """8bit text parts become quoted-printable: a relay that downgrades 8bit to 7bit (as RFC
+    6152 lets it) cannot change a signed body, and SES gets the 7-bit parts it asks for."""
+    for part in message.walk():
+        if part.is_multipart() or part.get("Content-Transfer-Encoding", "").lower() != "8bit":
+            continue
+        if part.get_content_maintype() == "text":
+            part.set_content(
+                part.get_content(),
+                subtype=part.get_content_subtype(),
+                cte="quoted-printable",
+            )
+
+
+def _seven_bit(message: EmailMessage) -> bytes:
+    """The message's bytes with 8bit text parts made quoted-printable (a copy: a signed
+    message is 7-bit already, and stays byte for byte as signed)."""
+    raw = wire_bytes(message)
+    if raw.isascii():
+        return raw
+    converted = copy.deepcopy(message)
+    seven_bit_bodies(converted)
+    return wire_bytes(converted)
+
+
 class SmtpTransport:
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
@@ -265,7 +290,7 @@ class SesTransport:
 
     async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
         request: dict[str, Any] = {
-            "Content": {"Raw": {"Data": base64.b64encode(wire_bytes(message)).decode()}},
+            "Content": {"Raw": {"Data": base64.b64encode(_seven_bit(message)).decode()}},
             "EmailTags": [{"Name": "shop", "Value": shop_tag(shop_domain)}],
         }
         if self.configuration_set:
