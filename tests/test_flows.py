@@ -937,6 +937,40 @@ class FailingFor:
         await self.then.deliver(message, shop_domain=shop_domain)
 
 
+async def test_codes_from_other_flows_do_not_make_a_cart_gamer(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop = await open_shop(standin)
+    assert shop.id is not None
+    long_ago = now() - timedelta(days=200)
+    async with sessionmaker()() as session:  # two win-back offers, long ago, both used
+        for code in ("WINBACK-1", "WINBACK-2"):
+            enrollment = Enrollment(
+                shop_id=shop.id, flow="winback", subject=f"lapse:{ADA}:{code}", email=ADA,
+                status=EnrollmentStatus.DONE,
+            )  # fmt: skip
+            session.add(enrollment)
+            await session.flush()
+            session.add(
+                Send(
+                    shop_id=shop.id, enrollment_id=enrollment.id or 0, step=0, email=ADA,
+                    status=SendStatus.SENT, discount_code=code, sent_at=long_ago,
+                )
+            )  # fmt: skip
+        await session.commit()
+    await apply(
+        shop,
+        order("8101", ADA, [SWEATER], placed_at=long_ago, codes=("winback-1",)),
+        order("8102", ADA, [BEANIE], placed_at=long_ago, codes=("WINBACK-2",)),
+    )
+
+    series = await cart_series(shop, "cart-1", ADA, SmtpTransport(smtp_url))
+
+    reminder = await send_for(series, 2)
+    assert reminder.discount_code and reminder.offer_skipped is None
+    assert offer_in(mailbox.messages[-1])
+
+
 async def test_a_big_cart_alerts_customer_service_once(
     standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
 ) -> None:
