@@ -13,8 +13,10 @@ A step is a dict:
   transactional ones (a shipping notice) go to every customer of the order
 - `offer`: {kind, value[, days, minimum_subtotal]} or absent; win-back steps may instead have
   `offers` by customer segment (`top`, `regular`, `one_time`)
-- `conditions`: {min_total, international, segment, min_orders, preference} all optional, all
-  must hold; `preference` is {key: value} matched against the customer's stored answers
+- `conditions`: {min_total, international, segment, min_orders, nth_order, preference} all
+  optional, all must hold. Orders are counted up to the series' own order, so `nth_order: 5` is
+  once per customer, on their 5th; `segment` outside win-back is the customer's standing when
+  the step falls due; `preference` is {key: value} matched against the customer's stored answers
 - `question`: for a preference question, {key, text, options}: the answer clicked is stored
 - `variants`: A/B copies of the step ([{key, weight, template}]), for the admin's tests
 - `action`: instead of an email, `suppress_marketing` (win-back: ignored the goodbye)
@@ -68,7 +70,7 @@ DEFAULT_STEPS: dict[str, list[dict[str, Any]]] = {
     POST_PURCHASE: [
         _step("thank_you", "thank_you", 0, enabled=False, marketing=False),
         _step("reward", "surprise_reward", 1 * DAY, enabled=False,
-              conditions={"min_orders": 5},
+              conditions={"nth_order": 5},
               offer={"kind": "percentage", "value": "15", "expires_hours": 30 * 24}),
         _step("shipping_notice", "shipping_notice", 0, after="shipped", marketing=False),
         _step("care", "care_guide", 2 * DAY, after="delivered"),
@@ -244,6 +246,7 @@ def _validate_conditions(conditions: dict[str, Any]) -> None:
         "international",
         "segment",
         "min_orders",
+        "nth_order",
         "preference",
     }
     if unknown:
@@ -258,9 +261,10 @@ def _validate_conditions(conditions: dict[str, Any]) -> None:
         raise FlowDefinitionError("international must be true or false")
     if conditions.get("segment", "top") not in SEGMENTS:
         raise FlowDefinitionError(f"segment must be one of {', '.join(SEGMENTS)}")
-    minimum = conditions.get("min_orders", 1)
-    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 1:
-        raise FlowDefinitionError("min_orders must be a whole number of at least 1")
+    for key in ("min_orders", "nth_order"):
+        count = conditions.get(key, 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise FlowDefinitionError(f"{key} must be a whole number of at least 1")
     preference = conditions.get("preference", {})
     if not isinstance(preference, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in preference.items()

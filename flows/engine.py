@@ -24,6 +24,7 @@ from app.commerce.events import (
 )
 from app.commerce.models import Checkout, Order, Shipment
 from app.commerce.offers import DiscountCode, Offer, OfferError, code_for
+from app.customers import repository as customers
 from app.db import utcnow
 from app.mail import compose
 from app.mail import repository as mail_repository
@@ -38,6 +39,7 @@ from flows.definitions import (
     DAY,
     POST_PURCHASE,
     TRIGGERS,
+    WINBACK,
     settings_for,
 )
 from flows.models import Enrollment, EnrollmentStatus, Flow, Send, SendStatus
@@ -130,9 +132,9 @@ async def _may_enroll_checkout(session: AsyncSession, checkout: Checkout, flow: 
     the same customer takes over from an older one still running."""
     if checkout.email is None or checkout.completed_at or not checkout.line_items:
         return False
-    if await _checkout_exit(session, checkout) is not None:
-        return False
     settings = settings_for(flow.name, flow.settings)
+    if await _checkout_exit(session, checkout, settings) is not None:
+        return False
     if _amount(checkout.subtotal_price) < _amount(settings["min_cart_value"]):
         return False
     latest = await repository.latest_enrollment_for_email(
@@ -157,16 +159,18 @@ async def _update_enrollment(
 ) -> None:
     if enrollment.status != EnrollmentStatus.ACTIVE:
         return
-    reason = await _checkout_exit(session, checkout)
+    reason = await _checkout_exit(session, checkout, enrollment_settings(enrollment))
     if reason:
         exit_enrollment(enrollment, reason)
         return
     if checkout.email and checkout.email != enrollment.email:
         enrollment.email = checkout.email
-    if enrollment.next_step == 0 and not await repository.has_sends(session, enrollment.id or 0):
-        # The shopper is still active: the first reminder waits for them to stop again.
-        due = checkout.platform_updated_at + timedelta(seconds=enrollment.steps[0]["delay"])
-        if enrollment.due_at is None or due > enrollment.due_at:
+    if enrollment.next_step is not None and enrollment.due_at is not None:
+        # The shopper is active again: the next reminder counts from when they stop, as every
+        # step of the series counts from the cart's last activity.
+        step = enrollment.steps[enrollment.next_step]
+        due = checkout.platform_updated_at + timedelta(seconds=step["delay"])
+        if due > enrollment.due_at:
             enrollment.due_at = due
             enrollment.updated_at = utcnow()
             schedule(jobs, enrollment)
@@ -174,15 +178,18 @@ async def _update_enrollment(
 
 async def _order_placed(session: AsyncSession, order: Order) -> None:
     """A purchase ends the flows that were trying to bring one about, and is their revenue."""
+    checkout_ids = await commerce.checkout_ids_for_order(session, order)
     settled = await repository.enrollments_settled_by_order(
         session,
         order.shop_id,
-        checkout_ids=await commerce.checkout_ids_for_order(session, order),
+        checkout_ids=checkout_ids,
         email=order.email,
         placed_at=order.placed_at,
     )
     for enrollment in settled:
-        if not enrollment_settings(enrollment)["exit_on_order"]:
+        # The cart's own order always settles it; any other only when the flow says so.
+        own_cart = enrollment.checkout_id is not None and enrollment.checkout_id in checkout_ids
+        if not own_cart and not enrollment_settings(enrollment)["exit_on_order"]:
             continue
         if enrollment.status == EnrollmentStatus.ACTIVE:
             exit_enrollment(enrollment, "purchased")
@@ -550,7 +557,9 @@ async def _exit_reason(
         return "suppressed"  # bounced or complained: not even service emails
     trigger = TRIGGERS[enrollment.flow]
     if trigger == "checkout":
-        return await _checkout_exit(session, subject.checkout) if subject.checkout else "gone"
+        if subject.checkout is None:
+            return "gone"
+        return await _checkout_exit(session, subject.checkout, subject.settings)
     if trigger == "order":
         order = subject.order
         if order is None:
@@ -572,8 +581,15 @@ async def _exit_reason(
     return None
 
 
-async def _checkout_exit(session: AsyncSession, checkout: Checkout) -> str | None:
-    if checkout.completed_at or await commerce.order_for_checkout(session, checkout):
+async def _checkout_exit(
+    session: AsyncSession, checkout: Checkout, settings: dict[str, Any]
+) -> str | None:
+    """Why a cart needs no (more) reminders. `exit_on_order` off: only an order from this very
+    cart ends them, not one the customer placed some other way."""
+    by_customer = bool(settings["exit_on_order"])
+    if checkout.completed_at or await commerce.order_for_checkout(
+        session, checkout, by_customer=by_customer
+    ):
         return "purchased"
     if checkout.closed_at:
         return "checkout_closed"
@@ -603,13 +619,16 @@ async def _skip_reason(
         return f"total below {conditions['min_total']}"
     if "international" in conditions and conditions["international"] != _international(subject):
         return "international" if _international(subject) else "domestic"
-    segment = enrollment.context.get("segment")
-    if "segment" in conditions and conditions["segment"] != segment:
-        return f"segment is {segment}"
-    if "min_orders" in conditions:
-        count = await _order_count(session, enrollment)
-        if count < conditions["min_orders"]:
+    if "segment" in conditions:
+        segment = await _segment(session, enrollment, subject)
+        if conditions["segment"] != segment:
+            return f"segment is {segment}"
+    if "min_orders" in conditions or "nth_order" in conditions:
+        count = await _order_count(session, enrollment, subject)
+        if count < conditions.get("min_orders", 0):
             return f"{count} order(s), fewer than {conditions['min_orders']}"
+        if count != conditions.get("nth_order", count):
+            return f"order {count} of the customer, not order {conditions['nth_order']}"
     wanted = conditions.get("preference") or {}
     if wanted:
         answers = await repository.preferences(session, enrollment.shop_id, enrollment.email)
@@ -623,9 +642,29 @@ async def _skip_reason(
     return None
 
 
-async def _order_count(session: AsyncSession, enrollment: Enrollment) -> int:
+async def _order_count(session: AsyncSession, enrollment: Enrollment, subject: Subject) -> int:
+    """The customer's orders that count, up to this series' own order: the reward for a 5th
+    order stays the 5th order's, however many came since."""
     orders = await commerce.orders_for_email(session, enrollment.shop_id, enrollment.email)
-    return sum(1 for order in orders if order.cancelled_at is None)
+    until = subject.order.placed_at if subject.order else None
+    return sum(
+        1
+        for order in orders
+        if order.cancelled_at is None and (until is None or order.placed_at <= until)
+    )
+
+
+async def _segment(session: AsyncSession, enrollment: Enrollment, subject: Subject) -> str:
+    """Win-back's segment as the scan found it; for other flows, the customer's standing now,
+    ranked by money spent with win-back's top share."""
+    if "segment" in enrollment.context:
+        return str(enrollment.context["segment"])
+    winback_flow = await repository.get_flow(session, enrollment.shop_id, WINBACK)
+    top_share = settings_for(WINBACK, winback_flow.settings if winback_flow else None)["top_share"]
+    summary = await customers.customer_summary(
+        session, enrollment.shop_id, enrollment.email, now=utcnow(), top_share=float(top_share)
+    )
+    return summary.segment if summary else "one_time"
 
 
 async def _sending_window(
@@ -634,7 +673,7 @@ async def _sending_window(
     """Smart sending, then quiet hours: why a marketing step must wait, and until when."""
     now = utcnow()
     last = await repository.last_marketing_sent(
-        session, enrollment.shop_id, enrollment.email, other_than_flow=enrollment.flow
+        session, enrollment.shop_id, enrollment.email, other_than_enrollment=enrollment.id or 0
     )
     capped = timing.after_cap(last, shop.frequency_cap, now)
     if capped is not None:
@@ -701,7 +740,8 @@ async def _content(
         runs_out = subject.order.placed_at + timedelta(days=min(found.values()))
         return Content(details, extra={"replenish": sorted(found), "runs_out": runs_out})
     if template == "surprise_reward":
-        return Content(details, extra={"order_count": await _order_count(session, enrollment)})
+        count = await _order_count(session, enrollment, subject)
+        return Content(details, extra={"order_count": count})
     return Content(details)
 
 

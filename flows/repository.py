@@ -93,19 +93,16 @@ async def latest_enrollment_for_email(
 
 
 async def last_marketing_sent(
-    session: AsyncSession, shop_id: int, email: str, *, other_than_flow: str
+    session: AsyncSession, shop_id: int, email: str, *, other_than_enrollment: int
 ) -> datetime | None:
-    """When another flow last sent this customer a marketing email (smart sending)."""
-    query = (
-        select(func.max(Send.sent_at))
-        .join(Enrollment, col(Enrollment.id) == Send.enrollment_id)
-        .where(
-            Send.shop_id == shop_id,
-            Send.email == email,
-            Send.status == SendStatus.SENT,
-            col(Send.marketing).is_(True),
-            Enrollment.flow != other_than_flow,
-        )
+    """When another series last sent this customer a marketing email (smart sending). A series'
+    own earlier steps don't count; another series of the same flow (a second order's) does."""
+    query = select(func.max(Send.sent_at)).where(
+        Send.shop_id == shop_id,
+        Send.email == email,
+        Send.status == SendStatus.SENT,
+        col(Send.marketing).is_(True),
+        Send.enrollment_id != other_than_enrollment,
     )
     return (await session.exec(query)).first()
 

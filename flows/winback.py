@@ -24,12 +24,6 @@ log = logging.getLogger("rebound.flows")
 BATCH = 500  # enrollments committed (and their jobs enqueued) together
 
 
-def segment(customer: LapsedCustomer) -> str:
-    if customer.top:
-        return "top"
-    return "one_time" if customer.orders == 1 else "regular"
-
-
 async def scan_shop(
     shop_id: int,
     now: datetime,
@@ -95,7 +89,7 @@ async def _start(
         subject=f"lapse:{email}:{now:%Y-%m-%d}",
         email=email,
         context={
-            "segment": segment(customer),
+            "segment": customer.segment,
             "last_order_at": customer.last_order_at.isoformat(),
             **dict(zip(("locale", "first_name"), greeting, strict=True)),
         },

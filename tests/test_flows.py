@@ -4,6 +4,7 @@ and the Shopify stand-in. Nothing here sleeps."""
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -600,6 +601,28 @@ async def test_smart_sending_ignores_the_flows_own_earlier_email(
     assert [s.marketing for s in await sends(purchase)] == [False, True, True]
 
 
+async def test_smart_sending_counts_another_series_of_the_same_flow(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop = await open_shop(standin)
+    transport = SmtpTransport(smtp_url)
+    placed_at = now() - timedelta(days=25)
+    for number in ("5001", "5002"):  # two orders, two post-purchase series
+        await apply(
+            shop,
+            order(number, ADA, [SWEATER], placed_at=placed_at),
+            shipped(
+                number, placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)
+            ),
+        )
+    first, second = await enrollments("post_purchase", ADA)
+    assert await run(first, "shipping_notice", transport) == "sent"
+    assert await run(first, "care", transport) == "sent"
+    assert await run(second, "shipping_notice", transport) == "sent"  # service: no waiting
+    assert await run(second, "care", transport) == "deferred: smart_sending"
+    assert len(to(mailbox, ADA)) == 3
+
+
 def stockholm_window_around(moment: datetime) -> tuple[str, time]:
     """Quiet hours from an hour before to two hours after the hour `moment` falls in, in
     Stockholm: whenever the test runs, it runs inside them (the window may cross midnight)."""
@@ -772,6 +795,7 @@ async def test_the_offer_guard_withholds_a_second_offer_within_90_days(
 ) -> None:
     shop = await open_shop(standin)
     await edit_flow(shop, "set_setting", "abandoned_cart", "reenroll_after_days", 0)
+    await change_shop(shop, frequency_cap=None)  # weeks of carts, back to back in one test
     transport = SmtpTransport(smtp_url)
 
     first = await cart_series(shop, "cart-1", ADA, transport)
@@ -803,6 +827,7 @@ async def test_the_offer_guard_withholds_offers_from_who_bought_twice_with_one(
 ) -> None:
     shop = await open_shop(standin)
     await edit_flow(shop, "set_setting", "abandoned_cart", "reenroll_after_days", 0)
+    await change_shop(shop, frequency_cap=None)  # weeks of carts, back to back in one test
     transport = SmtpTransport(smtp_url)
     bought_at = now() - timedelta(days=150)
 
@@ -1009,6 +1034,49 @@ async def test_a_big_cart_alerts_customer_service_once(
     claims = {s.step: s for s in await sends(retried)}
     assert claims[-1].email == "care@shop.example" and claims[-1].status == SendStatus.SENT
     assert claims[-1].marketing is False
+
+
+@pytest.mark.parametrize("exit_on_order", [True, False])
+async def test_an_order_from_another_cart_ends_the_series_when_exit_on_order_says_so(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str, exit_on_order: bool
+) -> None:
+    shop = await open_shop(standin)
+    await edit_flow(shop, "set_setting", "abandoned_cart", "exit_on_order", exit_on_order)
+    # The order (bought some other way) is delivered before the cart it followed.
+    await apply(shop, order("8001", ADA, [BEANIE], placed_at=now() - timedelta(hours=1)))
+    await apply(shop, checkout("cart-1", ADA, updated_at=now() - timedelta(hours=2)))
+
+    carts = await enrollments("abandoned_cart", ADA)
+    if exit_on_order:
+        assert carts == []
+        return
+    # Off: only an order from this very cart would end it. The reminder goes, and then its own
+    # order ends the series after all.
+    assert await run(carts[0], "reminder", SmtpTransport(smtp_url)) == "sent"
+    assert len(to(mailbox, ADA)) == 1
+    bought = order("8002", ADA, [SWEATER], placed_at=now())
+    await apply(shop, replace(bought, checkout_token="cart-1"))
+    ended = await reload(carts[0])
+    assert (ended.status, ended.exit_reason) == (EnrollmentStatus.EXITED, "purchased")
+    assert ended.recovered_order_id is not None
+
+
+async def test_a_shopper_back_at_the_cart_moves_the_next_reminder_even_when_step_one_is_off(
+    standin: ShopifyStandin,
+) -> None:
+    shop = await open_shop(standin)
+    await switch_off(shop, "abandoned_cart", "reminder")
+    left_at = now() - timedelta(hours=3)
+    await apply(shop, checkout("cart-1", ADA, updated_at=left_at))
+    cart = await only("abandoned_cart", ADA)
+    assert (next_key(cart), cart.due_at) == ("still_there", left_at + timedelta(hours=24))
+
+    back_at = now() - timedelta(minutes=5)
+    await apply(shop, checkout("cart-1", ADA, updated_at=back_at))
+    assert (await reload(cart)).due_at == back_at + timedelta(hours=24)
+    # A late, older delivery of the cart does not move it back.
+    await apply(shop, checkout("cart-1", ADA, updated_at=left_at))
+    assert (await reload(cart)).due_at == back_at + timedelta(hours=24)
 
 
 async def test_the_alert_goes_with_the_first_reminder_when_step_one_is_off(

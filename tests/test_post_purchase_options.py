@@ -51,30 +51,55 @@ async def only_these_steps(shop: Shop, *keys: str, **changes: dict[str, Any]) ->
     await edit_flow(shop, "set_steps", "post_purchase", steps)
 
 
-async def test_a_surprise_reward_goes_only_from_the_nth_order(
+async def test_a_surprise_reward_goes_once_with_the_nth_order(
     standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
 ) -> None:
     shop = await open_shop(standin)
-    await only_these_steps(shop, "reward", reward={"conditions": {"min_orders": 3}})
+    await only_these_steps(shop, "reward", reward={"conditions": {"nth_order": 3}})
     placed = now() - timedelta(days=2)
     await apply(shop, *(order(f"50{n}", ADA, [SOCKS], placed_at=placed - timedelta(days=60 * n))
                         for n in (1, 2)))  # fmt: skip
     await apply(shop, order("503", ADA, [SOCKS], placed_at=placed))
+    await apply(shop, order("504", ADA, [SOCKS], placed_at=placed + timedelta(hours=1)))
     await apply(shop, order("601", BO, [SOCKS], placed_at=placed))
     transport = SmtpTransport(smtp_url)
 
-    (loyal,) = await _orders_of(ADA)  # the earlier orders are too old to start a series
-    assert loyal.order_id == await _order_id("503")
-    assert await run(loyal, "reward", transport) == "sent"
+    # The earlier orders are too old to start a series; the 4th came before the 3rd's step ran.
+    third, fourth = await _orders_of(ADA)
+    assert third.order_id == await _order_id("503")
+    assert await run(third, "reward", transport) == "sent"
+    assert await run(fourth, "reward", transport) == (
+        "skipped: order 4 of the customer, not order 3"
+    )
     assert await run(await only("post_purchase", BO), "reward", transport) == (
-        "skipped: 1 order(s), fewer than 3"
+        "skipped: order 1 of the customer, not order 3"
     )
 
     (reward,) = to(mailbox, ADA)
     body = text(reward)
-    code = (await send_for(loyal, "reward")).discount_code
+    code = (await send_for(third, "reward")).discount_code
     assert code and code in body and "15% off" in body and "3" in body
     assert to(mailbox, BO) == []
+
+
+async def test_a_reward_for_top_customers_ranks_them_by_what_they_spent(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop = await open_shop(standin)
+    await only_these_steps(shop, "reward", reward={"conditions": {"segment": "top"}})
+    await edit_flow(shop, "set_setting", "winback", "top_share", 0.2)  # 1 in 5 is top
+    placed = now() - timedelta(days=2)
+    others = [f"c{n}@example.com" for n in range(4)]
+    await apply(shop, order("700", ADA, [SWEATER], placed_at=placed, total="900.00"))
+    await apply(shop, *(order(f"70{n + 1}", email, [SOCKS], placed_at=placed, total="20.00")
+                        for n, email in enumerate(others)))  # fmt: skip
+    transport = SmtpTransport(smtp_url)
+
+    assert await run(await only("post_purchase", ADA), "reward", transport) == "sent"
+    assert await run(await only("post_purchase", others[0]), "reward", transport) == (
+        "skipped: segment is one_time"
+    )
+    assert len(to(mailbox, ADA)) == 1 and to(mailbox, others[0]) == []
 
 
 async def test_a_preference_answer_is_stored_and_steers_a_later_step(

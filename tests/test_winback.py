@@ -265,6 +265,6 @@ def test_segments_follow_the_customer() -> None:
     def customer(orders: int, top: bool) -> LapsedCustomer:
         return LapsedCustomer("a@b.c", orders, NOW, None, Decimal(1), 1, 1, 1, top)
 
-    assert winback.segment(customer(1, True)) == "top"
-    assert winback.segment(customer(1, False)) == "one_time"
-    assert winback.segment(customer(3, False)) == "regular"
+    assert customer(1, True).segment == "top"
+    assert customer(1, False).segment == "one_time"
+    assert customer(3, False).segment == "regular"

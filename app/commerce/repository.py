@@ -119,12 +119,15 @@ async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) 
     return order
 
 
-async def order_for_checkout(session: AsyncSession, checkout: Checkout) -> Order | None:
-    """An order that settles this checkout: same checkout or cart, or the same customer since."""
+async def order_for_checkout(
+    session: AsyncSession, checkout: Checkout, *, by_customer: bool = True
+) -> Order | None:
+    """An order that settles this checkout: same checkout or cart, or (`by_customer`) any order
+    of the same customer since they started it."""
     matches = [col(Order.checkout_token) == checkout.token]
     if checkout.cart_token:
         matches.append(col(Order.cart_token) == checkout.cart_token)
-    if checkout.email:
+    if checkout.email and by_customer:
         matches.append(
             (col(Order.email) == checkout.email) & (col(Order.placed_at) >= checkout.started_at)
         )

@@ -27,3 +27,10 @@ class LapsedCustomer:
     monetary_score: int
     # Among the shop's top `top_share` of customers by money spent.
     top: bool
+
+    @property
+    def segment(self) -> str:
+        """Who gets which offer and copy: `top`, `one_time` or `regular`."""
+        if self.top:
+            return "top"
+        return "one_time" if self.orders == 1 else "regular"
