@@ -436,6 +436,42 @@ def flows_set(
     _edit_flow(shop, edit, str)
 
 
+@flows_cli.command("export")
+def flows_export(
+    shop: ShopOption,
+    flow: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOW_NAMES)}")],
+) -> None:
+    """Print a flow's steps as JSON, to edit and give back to `rebound flows import`."""
+
+    async def export(session: Any, found: Shop) -> str:
+        stored = await flows_service.shop_flow(session, found, flow)
+        return json.dumps({"steps": stored.steps}, indent=2, ensure_ascii=False)
+
+    _edit_flow(shop, export, str)
+
+
+@flows_cli.command("import")
+def flows_import(
+    shop: ShopOption,
+    flow: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOW_NAMES)}")],
+    file: Annotated[typer.FileText, typer.Argument(help="JSON from `flows export`; - for stdin")],
+) -> None:
+    """Replace a flow's steps with the file's: add, remove or reorder steps, change templates,
+    conditions and offers. Every step is checked before any is kept; running series keep the
+    version they started with."""
+    try:
+        document = json.load(file)
+    except ValueError as exc:
+        raise _fail(f"{file.name} is not JSON: {exc}") from exc
+    steps: Any = document.get("steps") if isinstance(document, dict) else document
+
+    async def replace(session: Any, found: Shop) -> str:
+        stored = await flows_service.set_steps(session, found, flow, steps)
+        return f"{flow}: {len(stored.steps)} steps, version {stored.version} (new enrollments)"
+
+    _edit_flow(shop, replace, str)
+
+
 def _setting(item: str) -> tuple[str, Any]:
     """KEY=VALUE with the value read as JSON where it can be (50, 0.02, none → null), else text."""
     key, separator, raw = item.partition("=")

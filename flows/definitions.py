@@ -11,8 +11,8 @@ A step is a dict:
 - `enabled`: a switched-off step is passed over
 - `marketing`: marketing steps honour unsubscribes, smart sending and quiet hours;
   transactional ones (a shipping notice) go to every customer of the order
-- `offer`: {kind, value[, days, minimum_subtotal]} or absent; win-back steps may instead have
-  `offers` by customer segment (`top`, `regular`, `one_time`)
+- `offer`: {kind, value[, expires_hours, minimum_subtotal]} or absent; win-back steps may
+  instead have `offers` by customer segment (`top`, `regular`, `one_time`)
 - `conditions`: {min_total, international, segment, min_orders, nth_order, preference} all
   optional, all must hold. Orders are counted up to the series' own order, so `nth_order: 5` is
   once per customer, on their 5th; `segment` outside win-back is the customer's standing when
@@ -41,8 +41,22 @@ DAY = 24 * HOUR
 TRIGGERS = {ABANDONED_CART: "checkout", POST_PURCHASE: "order", WINBACK: "lapse"}
 
 ANCHORS = ("trigger", "shipped", "delivered", "replenish")
+# What each flow's steps may send and count from: a template reads what its flow has (a cart,
+# an order and its parcels, a lapsed customer), so a cart reminder cannot be a shipping notice.
+TEMPLATES = {
+    ABANDONED_CART: ("abandoned_cart",),
+    POST_PURCHASE: ("thank_you", "surprise_reward", "shipping_notice", "care_guide",
+                    "preference_question", "review_request", "ugc_request", "nps_survey",
+                    "cross_sell", "replenishment"),
+    WINBACK: ("winback_offer", "winback_values", "winback_goodbye"),
+}  # fmt: skip
+FLOW_ANCHORS = {ABANDONED_CART: ("trigger",), POST_PURCHASE: ANCHORS, WINBACK: ("trigger",)}
+FLOW_ACTIONS = {ABANDONED_CART: (), POST_PURCHASE: (), WINBACK: ("suppress_marketing",)}
+STEP_FIELDS = frozenset({
+    "key", "template", "delay", "after", "enabled", "marketing", "offer", "offers",
+    "conditions", "question", "variants", "action", "overrides",
+})  # fmt: skip
 SEGMENTS = ("top", "regular", "one_time")
-ACTIONS = ("suppress_marketing",)
 MAX_STEPS = 10
 MAX_DELAY = 365 * DAY
 MAX_PERCENT = Decimal(90)
@@ -146,6 +160,8 @@ class FlowDefinitionError(ValueError):
 
 
 def validate_steps(name: str, steps: list[dict[str, Any]]) -> None:
+    if not isinstance(steps, list):
+        raise FlowDefinitionError(f"{name}'s steps are a list")
     if not steps:
         raise FlowDefinitionError(f"{name} needs at least one step")
     if len(steps) > MAX_STEPS:
@@ -156,42 +172,95 @@ def validate_steps(name: str, steps: list[dict[str, Any]]) -> None:
         raise FlowDefinitionError(f"{name} has two steps with the same key")
     for number, step in enumerate(steps, start=1):
         try:
-            _validate_step(step)
+            _validate_step(name, step)
         except FlowDefinitionError as exc:
             raise FlowDefinitionError(f"{name} step {number}: {exc}") from None
 
 
-def _validate_step(step: dict[str, Any]) -> None:
+def _validate_step(name: str, step: dict[str, Any]) -> None:
+    _validate_fields(step)
     delay = step.get("delay")
     if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
         raise FlowDefinitionError(f"delay must be zero or more seconds, not {delay!r}")
     if delay > MAX_DELAY:
         raise FlowDefinitionError("delay is longer than a year")
-    if step.get("after", "trigger") not in ANCHORS:
-        raise FlowDefinitionError(f"after must be one of {', '.join(ANCHORS)}")
-    if step.get("action") is not None and step["action"] not in ACTIONS:
-        raise FlowDefinitionError(f"unknown action {step['action']!r}")
-    if step.get("action") is None and not str(step.get("template") or "").isidentifier():
-        raise FlowDefinitionError("a step that sends needs a template name")
-    offers = [step.get("offer"), *(step.get("offers") or {}).values()]
-    if set(step.get("offers") or {}) - set(SEGMENTS):
+    if step.get("after", "trigger") not in FLOW_ANCHORS[name]:
+        raise FlowDefinitionError(f"after must be one of {', '.join(FLOW_ANCHORS[name])}")
+    _validate_sending(name, step)
+    offers = step.get("offers") or {}
+    if not isinstance(offers, dict) or set(offers) - set(SEGMENTS):
         raise FlowDefinitionError(f"offers are by segment: {', '.join(SEGMENTS)}")
-    for offer in offers:
+    for offer in (step.get("offer"), *offers.values()):
         _validate_offer(offer)
     _validate_conditions(step.get("conditions") or {})
     _validate_question(step.get("question"))
     _validate_overrides(step.get("overrides") or {})
-    for variant in step.get("variants") or []:
+    _validate_variants(name, step.get("variants") or [])
+
+
+def _validate_fields(step: Any) -> None:
+    """The step's shape, for steps written by hand: known fields of the right kinds."""
+    if not isinstance(step, dict):
+        raise FlowDefinitionError("a step is an object of fields")
+    unknown = set(step) - STEP_FIELDS
+    if unknown:
+        raise FlowDefinitionError(
+            f"unknown field {sorted(unknown)[0]!r}; a step has {', '.join(sorted(STEP_FIELDS))}"
+        )
+    if "key" in step and not str(step["key"] or "").isidentifier():
+        raise FlowDefinitionError("key is a name of letters, digits and _")
+    for flag in ("enabled", "marketing"):
+        if not isinstance(step.get(flag, True), bool):
+            raise FlowDefinitionError(f"{flag} must be true or false")
+    for field, kind in (("conditions", dict), ("overrides", dict), ("variants", list)):
+        if not isinstance(step.get(field) or kind(), kind):
+            raise FlowDefinitionError(
+                f"{field} must be {'a list' if kind is list else 'an object'}"
+            )
+
+
+def _validate_variants(name: str, variants: list[Any]) -> None:
+    for variant in variants:
         if not isinstance(variant, dict) or not str(variant.get("key") or "").isidentifier():
             raise FlowDefinitionError("each variant needs a key")
         weight = variant.get("weight", 1)
-        if not isinstance(weight, int | float) or weight < 0:
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
             raise FlowDefinitionError("a variant's weight must be zero or more")
+        if "template" in variant:
+            _validate_template(name, variant["template"])
+
+
+def _validate_sending(name: str, step: dict[str, Any]) -> None:
+    """What the step does: an action, or an email from one of its flow's templates."""
+    action = step.get("action")
+    if action is not None:
+        if action not in FLOW_ACTIONS[name]:
+            actions = ", ".join(FLOW_ACTIONS[name]) or "none"
+            raise FlowDefinitionError(f"unknown action {action!r}; {name} has: {actions}")
+        return
+    _validate_template(name, step.get("template"))
+    if step["template"] == "preference_question" and step.get("question") is None:
+        raise FlowDefinitionError("a preference question needs its question")
+
+
+def _validate_template(name: str, template: Any) -> None:
+    if template not in TEMPLATES[name]:
+        raise FlowDefinitionError(
+            f"template {template!r} is not one of {name}'s: {', '.join(TEMPLATES[name])}"
+        )
+
+
+OFFER_FIELDS = frozenset({"kind", "value", "expires_hours", "minimum_subtotal"})
 
 
 def _validate_offer(offer: Any) -> None:
     if offer is None:
         return
+    if not isinstance(offer, dict) or set(offer) - OFFER_FIELDS:
+        raise FlowDefinitionError(f"an offer has {', '.join(sorted(OFFER_FIELDS))}")
+    hours = offer.get("expires_hours", 1)
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_DELAY // HOUR:
+        raise FlowDefinitionError("an offer's expires_hours is a whole number of 1 to 8760 hours")
     try:
         parsed = Offer.from_step({"offer": offer})
     except OfferError as exc:

@@ -55,6 +55,17 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
         },
     ),
     ("GET", "/api/flows", None),
+    ("GET", "/api/flows/{flow}/steps", None),
+    (
+        "PUT",
+        "/api/flows/{flow}/steps",
+        {
+            "steps": [
+                {"key": key, "template": "abandoned_cart", "delay": hours * 3600}
+                for key, hours in (("first", 2), ("second", 30), ("third", 96))
+            ]
+        },
+    ),
     ("PATCH", "/api/flows/{flow}", {"enabled": False, "settings": {"min_cart_value": "40"}}),
     ("PUT", "/api/flows/{flow}/steps/{number}", {"delay": "2h", "offer": "15%"}),
     ("GET", "/api/flows/{flow}/steps/{number}/preview", None),
@@ -313,7 +324,9 @@ async def test_shop_a_never_reads_or_changes_shop_b(
     assert [request["customer"] for request in requests] == ["ann@example.com"]
     # B's data request answers A exactly as a request that does not exist.
     theirs = answers["GET", "/api/privacy/requests/{request_id}/export"]
-    missing = await server.get(url(ENDPOINTS[10][1], request_id=999_999), headers=bearer(a))
+    missing = await server.get(
+        url("/api/privacy/requests/{request_id}/export", request_id=999_999), headers=bearer(a)
+    )
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json() == missing.json()
     # The test email went out as A, by A's transport.
@@ -379,7 +392,7 @@ async def test_the_shop_and_its_flows_read_as_the_merchant_writes_them(
     assert cart["steps"][2] | {"overrides": {}} == {
         "number": 3, "key": "last_call", "template": "abandoned_cart", "delay": "3d",
         "after": "trigger", "enabled": True, "marketing": True, "offer": "10%", "offers": None,
-        "overrides": {},
+        "overrides": {}, "conditions": {}, "action": None,
     }  # fmt: skip
     assert cart["settings"]["min_cart_value"] == "0"
     winback = next(flow for flow in flows if flow["name"] == "winback")
@@ -450,6 +463,39 @@ async def test_edits_are_kept_and_shown(
     assert stored["shop"]["frequency_cap"] == 12 * 3600
 
 
+STEP = {"key": "nudge", "template": "abandoned_cart", "delay": 3600}
+
+
+async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    shop, other = shops
+    stored = (await server.get("/api/flows/abandoned_cart/steps", headers=bearer(shop))).json()
+    first, *_, last = stored["steps"]
+    series = [
+        first | {"delay": 1800},
+        {"key": "big_carts", "template": "abandoned_cart", "delay": 6 * 3600,
+         "conditions": {"min_total": "150"}},
+        last | {"offer": {"kind": "fixed_amount", "value": "5.00", "minimum_subtotal": "50"}},
+    ]  # fmt: skip
+
+    replaced = await server.put(
+        "/api/flows/abandoned_cart/steps", headers=bearer(shop), json={"steps": series}
+    )
+
+    assert replaced.status_code == 200, replaced.text
+    steps = replaced.json()["steps"]
+    assert [(s["key"], s["delay"], s["offer"]) for s in steps] == [
+        ("reminder", "30m", None), ("big_carts", "6h", None), ("last_call", "3d", "5.00"),
+    ]  # fmt: skip
+    assert steps[1]["conditions"] == {"min_total": "150"}
+    assert replaced.json()["version"] == 2
+    again = (await server.get("/api/flows/abandoned_cart/steps", headers=bearer(shop))).json()
+    assert again["steps"] == series
+    untouched = (await server.get("/api/flows/abandoned_cart/steps", headers=bearer(other))).json()
+    assert [s["key"] for s in untouched["steps"]] == ["reminder", "still_there", "last_call"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
@@ -472,6 +518,40 @@ async def test_edits_are_kept_and_shown(
             "overrides.xx",
         ),
         ("PUT", "/api/flows/abandoned_cart/steps/1", {"colour": "red"}, "colour"),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": []}, "steps"),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": [STEP | {"delay": -60}]}, "steps"),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": [STEP | {"colour": 1}]}, "steps"),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": [STEP] * 11}, "steps"),
+        (
+            "PUT",
+            "/api/flows/abandoned_cart/steps",
+            {"steps": [STEP | {"template": "shipping_notice"}]},
+            "steps",
+        ),
+        (
+            "PUT",
+            "/api/flows/abandoned_cart/steps",
+            {"steps": [STEP | {"offer": {"kind": "percentage", "value": "95"}}]},
+            "steps",
+        ),
+        (
+            "PUT",
+            "/api/flows/abandoned_cart/steps",
+            {"steps": [STEP | {"conditions": {"min_total": "lots"}}]},
+            "steps",
+        ),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": [STEP | {"offer": "10%"}]}, "steps"),
+        (
+            "PUT",
+            "/api/flows/abandoned_cart/steps",
+            {
+                "steps": [
+                    STEP | {"offer": {"kind": "percentage", "value": "10", "expires_hours": 0}}
+                ]
+            },
+            "steps",
+        ),
+        ("PUT", "/api/flows/abandoned_cart/steps", {"steps": [STEP | {"enabled": "yes"}]}, "steps"),
         ("PATCH", "/api/flows/abandoned_cart", {"settings": {"nonsense": 1}}, "settings.nonsense"),
         (
             "PATCH",

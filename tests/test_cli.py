@@ -127,6 +127,33 @@ async def test_flows_list_json_and_settings_and_shop_sending_rules(shop: Shop) -
     )  # fmt: skip
 
 
+async def test_flows_export_and_import_edit_a_flow_as_data(shop: Shop, tmp_path: Path) -> None:
+    code, exported = await rebound("flows", "export", "--shop", SHOP_DOMAIN, "winback")
+    assert code == 0, exported
+    document = json.loads(exported[exported.index("{") :])  # after the log lines
+    offer, values, goodbye, ignored = document["steps"]
+    offer["offers"]["top"]["value"] = "25"
+    document["steps"] = [offer, goodbye | {"delay": 10 * 86400}, ignored]  # no values email
+    edited = tmp_path / "winback.json"
+    edited.write_text(json.dumps(document))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"steps": [offer | {"template": "abandoned_cart"}]}))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{steps: ")
+
+    imported = await rebound("flows", "import", "--shop", SHOP_DOMAIN, "winback", str(edited))
+    refused = await rebound("flows", "import", "--shop", SHOP_DOMAIN, "winback", str(wrong))
+    unreadable = await rebound("flows", "import", "--shop", SHOP_DOMAIN, "winback", str(broken))
+
+    assert imported[0] == 0 and "3 steps, version 2" in imported[1], imported[1]
+    assert refused[0] == 2 and "not one of winback's" in refused[1]
+    assert unreadable[0] == 2 and "is not JSON" in unreadable[1]
+    async with sessionmaker()() as session:
+        flow = (await session.exec(select(Flow).where(Flow.name == "winback"))).one()
+    assert [step["key"] for step in flow.steps] == ["we_miss_you", "goodbye", "goodbye_ignored"]
+    assert flow.steps[0]["offers"]["top"]["value"] == "25" and flow.version == 2
+
+
 async def test_inbox_replay_processes_failed_deliveries_again(
     server: httpx.AsyncClient, worker: None, shop: Shop
 ) -> None:

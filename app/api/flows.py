@@ -44,6 +44,8 @@ class Step(BaseModel):
     offer: str | None  # "10%", "5.00" (off), "free-shipping"; None: no offer
     offers: dict[str, str] | None = None  # win-back: the offer by customer segment
     overrides: dict[str, dict[str, str]]  # the merchant's own words: {lang: {subject, intro}}
+    conditions: dict[str, Any] = {}  # all must hold for the step to send (README)
+    action: str | None = None  # instead of an email (win-back: suppress_marketing)
 
 
 class FlowSettings(BaseModel):
@@ -82,6 +84,16 @@ class StepChanges(BaseModel):
     offer: str | None = Field(default=None, examples=["10%"])
     enabled: bool | None = None
     overrides: dict[str, Words] = {}
+
+
+class FlowSteps(BaseModel):
+    """A flow's steps as stored, to edit as data: delays in seconds, offers as {kind, value[,
+    expires_hours, minimum_subtotal]}, conditions, questions, actions (README: "A flow as
+    data"). A step's `key` names it across edits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[dict[str, Any]] = Field(max_length=50)
 
 
 class TestEmail(BaseModel):
@@ -126,6 +138,8 @@ def _step(number: int, step: dict[str, Any]) -> Step:
         offer=_offer(step.get("offer")),
         offers={segment: _offer(o) or "none" for segment, o in offers.items()} if offers else None,
         overrides=step.get("overrides") or {},
+        conditions=step.get("conditions") or {},
+        action=step.get("action"),
     )
 
 
@@ -203,6 +217,26 @@ async def change_step(
                 found = await flows_service.set_step_words(
                     session, shop, flow, number, lang, subject, intro
                 )
+    await session.commit()
+    return _flow_settings(found)
+
+
+@router.get("/flows/{flow}/steps")
+async def flow_steps(flow: FlowName, shop: ShopDep, session: SessionDep) -> FlowSteps:
+    """The flow's steps as data, to change and PUT back."""
+    found = await _shop_flow(session, shop, flow)
+    return FlowSteps(steps=found.steps)
+
+
+@router.put("/flows/{flow}/steps")
+async def replace_steps(
+    flow: FlowName, body: FlowSteps, shop: ShopDep, session: SessionDep
+) -> FlowSettings:
+    """Replace the flow's steps: add, remove, reorder, change templates, conditions and offers.
+    Every step is checked before any is kept; running series keep the version they began with."""
+    await _shop_flow(session, shop, flow)
+    with refused_as("steps", FlowSettingError):
+        found = await flows_service.set_steps(session, shop, flow, body.steps)
     await session.commit()
     return _flow_settings(found)
 
