@@ -544,8 +544,11 @@ def test_a_variant_is_the_step_with_the_variants_fields() -> None:
         ({"variants": [VARIANTS[0], {"key": "b", "weight": True}]}, "weight above zero"),
         ({"variants": [VARIANTS[0], {"key": "b c", "weight": 1}]}, "needs a key"),
         ({"variants": [VARIANTS[0], {"key": HOLDOUT, "weight": 1}]}, "names the holdout"),
-        ({"variants": [VARIANTS[0], {"key": "b", "template": "no such"}]}, "template name"),
-        ({"variants": [VARIANTS[0], {"key": "b", "template": "nosuch"}]}, "no email template"),
+        ({"variants": [VARIANTS[0], {"key": "b", "template": "no such"}]}, "not one of winback's"),
+        (
+            {"variants": [VARIANTS[0], {"key": "b", "template": "abandoned_cart"}]},
+            "template 'abandoned_cart' is not one of winback's",
+        ),
         ({"holdout": 0.6}, "holdout must be from 0 to 0.5"),
         ({"holdout": -0.1}, "holdout must be from 0 to 0.5"),
         ({"min_recipients": 0}, "at least 1"),
