@@ -163,10 +163,12 @@ def checkout(
     updated_at: datetime | None = None,
     started_at: datetime | None = None,
     variants: Sequence[str] = (SWEATER,),
+    phone: str | None = None,
 ) -> CheckoutChanged:
     updated = updated_at or now() - timedelta(hours=2)
     return CheckoutChanged(
-        token=token, cart_token=f"cart-{token}", email=email, first_name="Ada", locale="en",
+        token=token, cart_token=f"cart-{token}", email=email, first_name="Ada",
+        last_name="Lovelace", phone=phone, locale="en",
         currency="USD", subtotal_price=subtotal, total_price=total or subtotal,
         restore_url=f"https://{SHOP_DOMAIN}/checkouts/{token}/recover",
         started_at=started_at or updated, updated_at=updated, completed_at=None,
