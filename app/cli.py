@@ -23,10 +23,16 @@ from app.settings import get_settings
 from app.shops import repository as shops_repository
 from app.shops import service as shops_service
 from app.shops.models import Shop
-from app.shops.service import ShopError, connect_shopify, connect_woocommerce
+from app.shops.service import (
+    ShopError,
+    check_shopify_credentials,
+    connect_shopify,
+    connect_woocommerce,
+)
 from flows import service as flows_service
 from flows.definitions import FLOW_NAMES
 from flows.service import FlowSettingError, format_duration, parse_duration
+from integrations.shopify import admin as shopify_admin
 from integrations.woocommerce import api as woocommerce_api
 from integrations.woocommerce.connect import create_webhooks, read_store_settings
 
@@ -225,15 +231,45 @@ def shops_add(
 async def _add_shopify(
     domain: str | None, access_token: str | None, api_secret: str | None, name: str | None
 ) -> str:
+    # The install module brings the web routes with it: imported only when a store is added.
+    from integrations.shopify.install import keep_shop_settings
+
     if not domain or not access_token:
         raise ShopError("a Shopify store needs --domain and --access-token")
+    domain = check_shopify_credentials(domain, access_token, api_secret)
+    # Asked before anything is stored: a token Shopify refuses leaves no shop behind.
+    info = await _shopify_shop(domain, access_token)
     async with sessionmaker()() as session:
         shop = await connect_shopify(
-            session, domain=domain, access_token=access_token, api_secret=api_secret, name=name
+            session,
+            domain=domain,
+            access_token=access_token,
+            api_secret=api_secret,
+            name=name or info.name,
         )
+        keep_shop_settings(shop, info)
         await session.commit()
     url = get_settings().public_url
-    return f"connected {shop.domain}. In Shopify, send its webhooks to {url}/webhooks/shopify"
+    learned = ", ".join(filter(None, (shop.currency, shop.timezone, shop.country_code)))
+    return (
+        f"connected {shop.domain} ({shop.name}: {learned}). "
+        f"In Shopify, send its webhooks to {url}/webhooks/shopify"
+    )
+
+
+async def _shopify_shop(domain: str, access_token: str) -> shopify_admin.ShopInfo:
+    """The store's settings, read with the token as the install reads them."""
+    try:
+        return await shopify_admin.fetch_shop(domain, access_token.strip())
+    except shopify_admin.ShopifyTokenRevoked as exc:
+        raise ShopError(
+            f"Shopify refused the access token for {domain} (401): pass the custom app's Admin "
+            "API access token (shpat_…). Nothing was stored."
+        ) from exc
+    except shopify_admin.ShopifyApiError as exc:
+        raise ShopError(
+            f"could not read the store from Shopify: {exc}. Nothing was stored."
+        ) from exc
 
 
 async def _add_woocommerce(

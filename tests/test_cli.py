@@ -18,11 +18,12 @@ from app.inbox.models import InboxEntry, InboxStatus
 from app.settings import get_settings
 from app.shops.models import Shop
 from flows.models import Enrollment, EnrollmentStatus, Flow, Send, SendStatus
+from integrations.shopify.standin import ShopifyStandin
 from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, _free_port, wait_for
 from tests.shopify import fixture, post
 
 
-async def rebound(*args: str) -> tuple[int, str]:
+async def rebound(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -30,7 +31,7 @@ async def rebound(*args: str) -> tuple[int, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=os.environ.copy(),
+        env=os.environ | (env or {}),
     )
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
@@ -41,18 +42,43 @@ async def stored_shop() -> Shop | None:
         return (await session.exec(select(Shop))).first()
 
 
-async def test_shops_add_connects_a_store_with_its_tokens_encrypted() -> None:
+def at_standin() -> dict[str, str]:
+    """The command's environment for the stand-in the `standin` fixture started."""
+    origin = get_settings().shopify_api_origin
+    assert origin
+    return {"SHOPIFY_API_ORIGIN": origin}
+
+
+async def test_shops_add_connects_a_store_with_its_tokens_encrypted(
+    standin: ShopifyStandin,
+) -> None:
+    standin.add_shop(
+        "my-store.myshopify.com",
+        access_token="shpat_plaintext_token",
+        name="Nordic Wool",
+        email="hej@nordicwool.example",
+        currency="SEK",
+        locale="sv",
+        iana_timezone="Europe/Stockholm",
+        country_code="SE",
+    )
     code, output = await rebound(
         "shops", "add", "shopify",
         "--domain", "My-Store.myshopify.com",
         "--access-token", "shpat_plaintext_token",
         "--api-secret", "shpss_plaintext_secret",
+        env=at_standin(),
     )  # fmt: skip
 
     assert code == 0, output
     assert "https://rebound.test/webhooks/shopify" in output
+    assert "Nordic Wool: SEK, Europe/Stockholm, SE" in output
     shop = await stored_shop()
     assert shop and shop.domain == "my-store.myshopify.com"
+    # The same details the OAuth install reads, with the token the command was given.
+    assert (shop.name, shop.email, shop.locale) == ("Nordic Wool", "hej@nordicwool.example", "sv")
+    assert (shop.currency, shop.timezone, shop.country_code) == ("SEK", "Europe/Stockholm", "SE")
+    assert shop.address and "150 Elgin Street" in shop.address
     for stored in (shop.access_token_encrypted, shop.api_secret_encrypted):
         assert stored and "plaintext" not in stored
     async with sessionmaker()() as session:
@@ -71,6 +97,48 @@ async def test_shops_add_refuses_bad_input_and_changes_nothing() -> None:
 
     assert bad_domain[0] == 2 and "is not a shop domain" in bad_domain[1]
     assert no_secret[0] == 2 and "SHOPIFY_API_SECRET" in no_secret[1]
+    assert await stored_shop() is None
+
+
+async def test_shops_add_keeps_a_name_given_on_the_command_line(standin: ShopifyStandin) -> None:
+    standin.add_shop("my-store.myshopify.com", access_token="shpat_t", name="Nordic Wool")
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", "my-store.myshopify.com",
+        "--access-token", "shpat_t", "--api-secret", "s", "--name", "Wool & Co",
+        env=at_standin(),
+    )  # fmt: skip
+
+    assert code == 0, output
+    shop = await stored_shop()
+    assert shop and shop.name == "Wool & Co" and shop.currency == "USD"
+
+
+async def test_shops_add_with_a_token_shopify_refuses_stores_nothing(
+    standin: ShopifyStandin,
+) -> None:
+    standin.add_shop("my-store.myshopify.com", access_token="shpat_real")
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", "my-store.myshopify.com",
+        "--access-token", "shpat_mistyped", "--api-secret", "s",
+        env=at_standin(),
+    )  # fmt: skip
+
+    assert code == 2, output
+    assert "Shopify refused the access token for my-store.myshopify.com (401)" in output
+    assert "Nothing was stored" in output and "shpat_mistyped" not in output
+    assert await stored_shop() is None
+
+
+async def test_shops_add_when_shopify_cannot_be_reached_stores_nothing() -> None:
+    nowhere = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", "my-store.myshopify.com",
+        "--access-token", "shpat_t", "--api-secret", "s",
+        env={"SHOPIFY_API_ORIGIN": nowhere},
+    )  # fmt: skip
+
+    assert code == 2, output
+    assert "could not read the store from Shopify" in output and "Nothing was stored" in output
     assert await stored_shop() is None
 
 

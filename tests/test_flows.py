@@ -164,10 +164,12 @@ def checkout(
     updated_at: datetime | None = None,
     started_at: datetime | None = None,
     variants: Sequence[str] = (SWEATER,),
+    phone: str | None = None,
 ) -> CheckoutChanged:
     updated = updated_at or now() - timedelta(hours=2)
     return CheckoutChanged(
-        token=token, cart_token=f"cart-{token}", email=email, first_name="Ada", locale="en",
+        token=token, cart_token=f"cart-{token}", email=email, first_name="Ada",
+        last_name="Lovelace", phone=phone, locale="en",
         currency="USD", subtotal_price=subtotal, total_price=total or subtotal,
         restore_url=f"https://{SHOP_DOMAIN}/checkouts/{token}/recover",
         started_at=started_at or updated, updated_at=updated, completed_at=None,
@@ -266,6 +268,12 @@ def text(message: EmailMessage) -> str:
     body = message.get_body(preferencelist=("plain",))
     assert body is not None
     return str(body.get_content())
+
+
+def hrefs(message: EmailMessage) -> list[str]:
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None
+    return re.findall(r'href="([^"]*)"', str(body.get_content()))
 
 
 def to(mailbox: Mailbox, address: str) -> list[EmailMessage]:
@@ -1005,7 +1013,7 @@ async def test_a_big_cart_alerts_customer_service_once(
     transport = SmtpTransport(smtp_url)
     await apply(
         shop,
-        checkout("big", ADA, subtotal="150.00"),
+        checkout("big", ADA, subtotal="150.00", phone="+46 70-123 45 67"),
         checkout("small", BO, subtotal="50.00"),
         checkout("retried", "cy@example.com", subtotal="140.00", total="150.00"),
     )
@@ -1015,7 +1023,12 @@ async def test_a_big_cart_alerts_customer_service_once(
     assert await run(big, 0, transport) == "not due"
 
     (alert,) = to(mailbox, "care@shop.example")
-    assert "$150.00" in alert["Subject"] and ADA in text(alert)
+    assert "$150.00" in alert["Subject"] and "Ada Lovelace" in alert["Subject"]
+    lines = text(alert).splitlines()
+    assert "Customer: Ada Lovelace" in lines and f"Email: {ADA}" in lines
+    assert "Phone: +46 70-123 45 67" in lines
+    links = hrefs(alert)
+    assert f"mailto:{ADA}" in links and "tel:+46701234567" in links
     assert alert["List-Unsubscribe"] is None
     (reminder,) = to(mailbox, ADA)
     assert "You left 1 item in your cart" in text(reminder)
@@ -1031,6 +1044,10 @@ async def test_a_big_cart_alerts_customer_service_once(
         await run(retried, 0, flaky)
     assert await run(retried, 0, flaky) == "sent"
     assert len(to(mailbox, "care@shop.example")) == 2 and len(to(mailbox, "cy@example.com")) == 1
+    # No phone on that checkout: the alert has no phone line and no tel: link.
+    phoneless = to(mailbox, "care@shop.example")[-1]
+    assert "Phone" not in text(phoneless)
+    assert not any(link.startswith("tel:") for link in hrefs(phoneless))
     claims = {s.step: s for s in await sends(retried)}
     assert claims[-1].email == "care@shop.example" and claims[-1].status == SendStatus.SENT
     assert claims[-1].marketing is False

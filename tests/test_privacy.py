@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel import SQLModel, func, select
 
+from app.commerce.events import CheckoutChanged, Customer
 from app.commerce.models import Order
 from app.db import sessionmaker
 from app.inbox.models import InboxEntry, InboxStatus
@@ -120,7 +121,9 @@ async def test_data_request_keeps_an_export_of_everything_held_for_the_merchant(
     export = json.loads(request.export)
     assert request.platform_request_id == "9999"
     assert [c["token"] for c in export["checkouts"]] == [checkout["token"]]
-    assert export["checkouts"][0]["first_name"] == "Jane"
+    (exported,) = export["checkouts"]
+    assert (exported["first_name"], exported["last_name"]) == ("Jane", "Doe")
+    assert exported["phone"] == "555-555-0142"
     assert [o["name"] for o in export["orders"]] == ["#1042"]
     assert export["messages_sent"][0]["status"] == "sent"
     assert export["emails"][0]["flow"] == "abandoned_cart"
@@ -136,6 +139,8 @@ async def test_customer_redact_erases_every_personal_trace_but_keeps_the_figures
     await wait_for(processed)
     await deliver(server, "customers/data_request", fixture("customers_data_request"))
     await wait_for(processed)
+    # The checkout holds every personal value the redaction must erase.
+    assert {f"checkouts: {value}" for value in PERSONAL} <= set(await _rows_mentioning(PERSONAL))
 
     await deliver(server, "customers/redact", fixture("customers_redact"))
     await wait_for(processed)
@@ -222,8 +227,35 @@ async def _rows_mentioning(values: tuple[str, ...]) -> list[str]:
     return found
 
 
+async def test_a_checkout_with_a_phone_and_no_address_is_redacted_by_its_phone(
+    shop: Shop,
+) -> None:
+    from app.commerce.models import Checkout
+    from app.commerce.repository import upsert_checkout
+    from app.privacy import repository as privacy
+    from integrations.shopify import webhooks
+
+    guest = fresh_checkout() | {"email": None, "customer": None, "phone": "+1 613 555 0100"}
+    other = fresh_checkout() | {"token": "someone-else", "email": "bo@example.com"}
+    assert shop.id is not None
+    async with sessionmaker()() as session:
+        for payload in (guest, other):
+            (event,) = webhooks.events("checkouts/create", payload)
+            assert isinstance(event, CheckoutChanged)
+            await upsert_checkout(session, shop.id, event)
+        await session.commit()
+        customer = Customer(email="jane.doe@example.com", phone="+1 613 555 0100", platform_id=None)
+        await privacy.redact_customer(session, shop.id, customer)
+        await session.commit()
+        rows = {c.token: c for c in (await session.exec(select(Checkout))).all()}
+
+    redacted, kept = rows[str(guest["token"])], rows["someone-else"]
+    assert (redacted.phone, redacted.first_name, redacted.last_name) == (None, None, None)
+    assert redacted.total_price == "146.28"  # the figures stay
+    assert kept.email == "bo@example.com" and kept.phone == "555-555-0142"
+
+
 async def test_redaction_matches_addresses_literally(shop: Shop) -> None:
-    from app.commerce.events import Customer
     from app.privacy import repository as privacy
 
     assert shop.id is not None

@@ -1,5 +1,6 @@
 """Shopify's documented payloads become domain events; anything else is a clear InvalidPayload."""
 
+import copy
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -36,7 +37,8 @@ def test_documented_checkout_becomes_a_checkout_event() -> None:
     assert isinstance(event, CheckoutChanged)
     assert event.token == "7c2f0d9e8b1a4c3d5e6f7a8b9c0d1e2f"
     assert event.email == "jane.doe@example.com"
-    assert event.first_name == "Jane"
+    assert (event.first_name, event.last_name) == ("Jane", "Doe")
+    assert event.phone == "555-555-0142"  # the billing address's: no checkout or customer phone
     assert event.currency == "USD"
     assert event.total_price == "146.28"
     assert event.restore_url and event.restore_url.endswith("/recover?key=5d2b8e1f0c9a7364e2d1")
@@ -60,6 +62,26 @@ def test_shopifys_own_sample_with_ids_above_2_to_the_53_is_read() -> None:
 
     assert isinstance(event, CheckoutChanged)
     assert event.token
+
+
+def test_the_name_comes_whole_from_one_place_and_the_checkouts_own_phone_comes_first() -> None:
+    # Shopify's sample: customer John Smith, billed to Bob Biller, shipped to Steve Shipper.
+    sample = fixture("checkouts_create_doc_sample_bigid")
+    first_name_only = copy.deepcopy(sample)
+    first_name_only["customer"]["last_name"] = None
+    no_customer = sample | {"customer": None, "phone": "+1 613 555 0100"}
+
+    (documented,) = webhooks.events("checkouts/create", sample)
+    (half_named,) = webhooks.events("checkouts/create", first_name_only)
+    (guest,) = webhooks.events("checkouts/create", no_customer)
+
+    assert isinstance(documented, CheckoutChanged)
+    assert (documented.first_name, documented.last_name) == ("John", "Smith")
+    assert documented.phone == "555-555-BILL"
+    assert isinstance(half_named, CheckoutChanged)
+    assert (half_named.first_name, half_named.last_name) == ("John", None)  # never "John Biller"
+    assert isinstance(guest, CheckoutChanged)
+    assert (guest.first_name, guest.last_name, guest.phone) == ("Bob", "Biller", "+1 613 555 0100")
 
 
 def test_prices_are_in_the_currency_the_shopper_saw() -> None:

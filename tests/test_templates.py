@@ -363,6 +363,7 @@ def alert_context(*, optional: bool) -> dict[str, Any]:
             "name": SCRIPT if optional else None,
             "email": "ana@example.com",
             "phone": "+44 20 7946 0000" if optional else None,
+            "phone_url": "tel:+442079460000" if optional else None,
         },
         "items": [
             {
@@ -868,6 +869,49 @@ def test_internal_alert_is_laid_out_by_the_base_without_customer_parts() -> None
     assert "Questions?" not in html and "Unsubscribe" not in html and "Unsubscribe" not in text
     assert not brand_links(context) & set(parsed.links)
     assert "High-value cart abandoned at Fern &amp; Moss: $590.00" in html
+    assert "tel:+442079460000" in parsed.links and "+44 20 7946 0000</a>" in html
+    assert "Phone: +44 20 7946 0000" in text
+
+
+def test_internal_alert_shows_a_phone_it_cannot_dial_without_a_link() -> None:
+    context = alert_context(optional=True)
+    context["customer"] |= {"phone": "555-555-BILL", "phone_url": None}
+    _, text, html = render("internal_alert", context)
+    assert "555-555-BILL" in html and "tel:" not in html
+    assert "Phone: 555-555-BILL" in text
+
+
+@pytest.mark.parametrize(
+    ("phone", "link"),
+    [
+        ("+44 20 7946 0000", "tel:+442079460000"),
+        ("(555) 555-5555", "tel:5555555555"),
+        ("070-123.45/67", "tel:0701234567"),
+        ("555-555-BILL", None),  # letters would be dialled wrong
+        ("+46 70 123 45 67 ext. 12", None),
+        ("١٢٣٤٥٦٧", None),  # only ASCII digits reach the link
+        ("+1", None),  # too short to be anyone's number
+        ("tel:911;x=javascript:alert(1)", None),
+        (None, None),
+    ],
+)
+def test_the_alert_links_only_numbers_it_can_dial(phone: str | None, link: str | None) -> None:
+    from app.mail.compose import tel_url
+
+    assert tel_url(phone) == link
+
+
+def test_the_alert_names_the_customer_in_full_from_the_parts_it_has() -> None:
+    from app.mail.compose import full_name
+
+    assert full_name("Ada", "Lovelace") == "Ada Lovelace"
+    assert full_name(" Ada ", None) == "Ada" and full_name(None, "Lovelace") == "Lovelace"
+    assert full_name(None, " ") is None
+
+
+def test_internal_alert_has_no_phone_line_when_no_phone_is_known() -> None:
+    _, text, html = render("internal_alert", alert_context(optional=False))
+    assert "Phone" not in html and "Phone" not in text and "tel:" not in html
 
 
 @pytest.mark.parametrize("extras", [False, True])

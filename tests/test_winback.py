@@ -240,7 +240,8 @@ async def test_win_back_greets_by_name_in_the_language_of_the_last_order(
         for event in (
             CheckoutChanged(
                 token="done-1", cart_token=None, email="astrid@example.com", first_name="Astrid",
-                locale="sv", currency="USD", subtotal_price="40.00", total_price="40.00",
+                last_name=None, phone=None, locale="sv", currency="USD", subtotal_price="40.00",
+                total_price="40.00",
                 restore_url=None, started_at=long_ago, updated_at=long_ago,
                 completed_at=long_ago, line_items=[],
             ),

@@ -70,7 +70,12 @@ def pending_order(status: str = "pending", **changes: Any) -> dict[str, Any]:
         order_id=727,
         store_url=STORE,
         status=status,
-        billing={"first_name": "Astrid", "last_name": "Berg", "email": "astrid@example.com"},
+        billing={
+            "first_name": "Astrid",
+            "last_name": "Berg",
+            "email": "astrid@example.com",
+            "phone": "08-123 456 78",
+        },
         line_items=changes.pop(
             "line_items",
             [
@@ -179,6 +184,28 @@ async def test_abandoned_pending_order_gets_one_email_that_lands_on_order_pay(
     await wait_for(processed)
     await asyncio.sleep(0.5)
     assert len(mailbox.messages) == 1
+
+
+async def test_a_big_cart_alerts_customer_service_with_the_billing_name_and_phone(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin, mailbox: Mailbox
+) -> None:
+    shop = await connect(server, woo)
+    async with sessionmaker()() as session:
+        await flows_service.set_setting(
+            session, shop, "abandoned_cart", "alert_email", "care@wool.example"
+        )
+        await flows_service.set_setting(session, shop, "abandoned_cart", "alert_min_total", "20")
+        await session.commit()
+
+    await woo.fire(DOMAIN, "order.created", pending_order())
+
+    await wait_for(lambda: asyncio.sleep(0, result=len(mailbox.messages) == 2))
+    (alert,) = [m for m in mailbox.messages if m["To"] == "care@wool.example"]
+    assert "Astrid Berg" in alert["Subject"] and "$25.00" in alert["Subject"]
+    text = alert.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Phone: 08-123 456 78" in text.splitlines() and "Wool Socks" in text
+    html = alert.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    assert 'href="tel:0812345678"' in html and 'href="mailto:astrid@example.com"' in html
 
 
 async def test_payment_before_the_first_email_means_no_email(

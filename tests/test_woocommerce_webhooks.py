@@ -45,6 +45,12 @@ def test_a_pending_order_is_a_started_checkout_restored_on_order_pay() -> None:
 
     assert isinstance(event, CheckoutChanged)
     assert event.token == "order-727" and event.restore_url == pay
+    assert (event.email, event.first_name, event.last_name, event.phone) == (
+        "john.doe@example.com",
+        "John",
+        "Doe",
+        "(555) 555-5555",
+    )
     assert event.started_at == datetime(2017, 3, 22, 19, 28, 2, tzinfo=UTC)  # *_gmt is UTC
     assert [(i.title, i.quantity, i.price, i.variant_id) for i in event.line_items] == [
         ("Woo Single #1", 2, "3.00", "93"),

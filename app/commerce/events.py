@@ -23,6 +23,8 @@ class CheckoutChanged:
     cart_token: str | None
     email: str | None
     first_name: str | None
+    last_name: str | None
+    phone: str | None  # as the shopper typed it: stores do not normalise it
     locale: str | None
     currency: str
     subtotal_price: str

@@ -19,6 +19,8 @@ class Checkout(SQLModel, table=True):
     cart_token: str | None = Field(default=None, max_length=255, index=True)
     email: str | None = Field(default=None, max_length=320, index=True)
     first_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=255)
     locale: str | None = Field(default=None, max_length=32)
     currency: str = Field(max_length=3)
     # Decimal strings, exactly as the platform sent them: no float ever touches money.

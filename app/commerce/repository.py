@@ -34,6 +34,8 @@ async def upsert_checkout(session: AsyncSession, shop_id: int, event: CheckoutCh
         "cart_token": event.cart_token,
         "email": normalize_email(event.email),
         "first_name": event.first_name,
+        "last_name": event.last_name,
+        "phone": event.phone,
         "locale": event.locale,
         "currency": event.currency,
         "subtotal_price": event.subtotal_price,

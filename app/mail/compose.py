@@ -1,6 +1,7 @@
 """What each flow's emails say: the context of every template, in the customer's language.
 How a message is then made (branding, styles, tracking, headers) is app/mail/render.py."""
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -25,6 +26,11 @@ from app.shops.models import Shop
 from flows.models import Enrollment, Send
 
 __all__ = ["TEMPLATES", "abandoned_cart", "internal_alert", "order_email", "winback_email"]
+
+# What a phone number may look like to get a tel: link: digits, spaces and ( ) . - /, with an
+# optional leading +. ASCII digits only: \d would let other scripts' digits through.
+PHONE = re.compile(r"\+?[0-9 ().\-/]+")
+MIN_PHONE_DIGITS = 3  # emergency and short service numbers are the shortest worth dialling
 
 
 def abandoned_cart(
@@ -186,7 +192,12 @@ def internal_alert(
     context = {
         "shop_name": shop.name,
         "shop_url": storefront_url(shop),
-        "customer": {"name": checkout.first_name, "email": checkout.email, "phone": None},
+        "customer": {
+            "name": full_name(checkout.first_name, checkout.last_name),
+            "email": checkout.email,
+            "phone": checkout.phone,
+            "phone_url": tel_url(checkout.phone),
+        },
         "items": [
             _line(item, checkout.currency, locale, details, same_currency)
             for item in checkout.line_items
@@ -197,6 +208,25 @@ def internal_alert(
         "unsubscribe_url": "",  # to the shop's own staff: no list, no unsubscribe
     }
     return render.message(shop, to, "email/internal_alert", context, lang=lang)
+
+
+def full_name(first_name: str | None, last_name: str | None) -> str | None:
+    return (
+        " ".join(part.strip() for part in (first_name, last_name) if part and part.strip()) or None
+    )
+
+
+def tel_url(phone: str | None) -> str | None:
+    """A tel: link for a number written with digits and the usual separators, or None. Anything
+    else (a vanity number like 555-BILL, an extension in words) is shown without a link rather
+    than dialled wrong; only digits and a leading + reach the link, never the shopper's text."""
+    number = (phone or "").strip()
+    if not PHONE.fullmatch(number):
+        return None
+    digits = re.sub(r"[^0-9]", "", number)
+    if len(digits) < MIN_PHONE_DIGITS:
+        return None
+    return "tel:" + ("+" if number.startswith("+") else "") + digits
 
 
 def storefront_url(shop: Shop) -> str:

@@ -37,10 +37,18 @@ def _order_match(shop_id: int, customer: Customer) -> ColumnElement[bool]:
 
 
 async def checkouts(session: AsyncSession, shop_id: int, customer: Customer) -> Sequence[Checkout]:
+    """The customer's checkouts by address, or by phone number as typed: a checkout may hold
+    a phone and no address."""
     email = normalize_email(customer.email)
-    if not email:
+    phone = (customer.phone or "").strip()
+    matches: list[ColumnElement[bool]] = []
+    if email:
+        matches.append(col(Checkout.email) == email)
+    if phone:
+        matches.append(col(Checkout.phone) == phone)
+    if not matches:
         return []
-    query = select(Checkout).where(Checkout.shop_id == shop_id, Checkout.email == email)
+    query = select(Checkout).where(Checkout.shop_id == shop_id, or_(*matches))
     return (await session.exec(query)).all()
 
 
@@ -125,7 +133,14 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
     await session.exec(
         update(Checkout)
         .where(col(Checkout.id).in_(checkout_ids))
-        .values(email=None, first_name=None, restore_url=None, cart_token=None)
+        .values(
+            email=None,
+            first_name=None,
+            last_name=None,
+            phone=None,
+            restore_url=None,
+            cart_token=None,
+        )
     )
     await session.exec(
         update(Order).where(_order_match(shop_id, customer)).values(email=None, cart_token=None)

@@ -43,6 +43,8 @@ async def export_customer(session: AsyncSession, shop: Shop, customer: Customer)
                 "token": c.token,
                 "email": c.email,
                 "first_name": c.first_name,
+                "last_name": c.last_name,
+                "phone": c.phone,
                 "currency": c.currency,
                 "total_price": c.total_price,
                 "line_items": c.line_items,

@@ -33,6 +33,20 @@ def normalize_shopify_domain(domain: str) -> str:
     return domain
 
 
+def check_shopify_credentials(domain: str, access_token: str, api_secret: str | None) -> str:
+    """The store's domain, normalised, when the credentials are complete; ShopError says what is
+    missing. Callers that ask Shopify something first check here, before any request."""
+    domain = normalize_shopify_domain(domain)
+    if not access_token.strip():
+        raise ShopError("the access token is empty")
+    if not api_secret and get_settings().shopify_api_secret is None:
+        raise ShopError(
+            "no API secret: pass --api-secret (the custom app's API secret key, which signs "
+            "its webhooks) or set SHOPIFY_API_SECRET"
+        )
+    return domain
+
+
 async def connect_shopify(
     session: AsyncSession,
     *,
@@ -43,14 +57,7 @@ async def connect_shopify(
     is_demo: bool = False,
 ) -> Shop:
     """Add a Shopify store, or update the credentials of one already added."""
-    domain = normalize_shopify_domain(domain)
-    if not access_token.strip():
-        raise ShopError("the access token is empty")
-    if not api_secret and get_settings().shopify_api_secret is None:
-        raise ShopError(
-            "no API secret: pass --api-secret (the custom app's API secret key, which signs "
-            "its webhooks) or set SHOPIFY_API_SECRET"
-        )
+    domain = check_shopify_credentials(domain, access_token, api_secret)
     shop = await repository.get_by_domain(session, "shopify", domain)
     if shop is None:
         shop = Shop(platform="shopify", domain=domain, name=name or domain, is_demo=is_demo)

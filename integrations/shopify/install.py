@@ -88,18 +88,24 @@ async def install(session: AsyncSession, domain: str, access_token: str) -> Shop
     shop = await connect_shopify(
         session, domain=domain, access_token=access_token, api_secret=None, name=info.name
     )
-    shop.email = info.contact_email
-    shop.currency = info.currency_code
-    shop.locale = info.primary_locale
-    shop.timezone = info.iana_timezone
-    shop.country_code = info.country_code
-    shop.address = list(info.address_lines)
+    keep_shop_settings(shop, info)
     callback = f"{get_settings().public_url}/webhooks/shopify"
     created = await admin.ensure_webhook_subscriptions(
         domain, access_token, callback, WEBHOOK_TOPICS
     )
     log.info("installed on %s; %s webhook subscriptions created", domain, len(created))
     return shop
+
+
+def keep_shop_settings(shop: Shop, info: admin.ShopInfo) -> None:
+    """What Rebound keeps of the store's own settings, read with `admin.fetch_shop`: every way
+    of connecting a Shopify store (both install paths, `rebound shops add shopify`) ends here."""
+    shop.email = info.contact_email
+    shop.currency = info.currency_code
+    shop.locale = info.primary_locale
+    shop.timezone = info.iana_timezone
+    shop.country_code = info.country_code
+    shop.address = list(info.address_lines)
 
 
 @router.get("/auth/shopify/install")

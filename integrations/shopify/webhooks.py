@@ -110,11 +110,14 @@ def _customer(payload: dict[str, Any], orders_key: str) -> Customer:
 def _checkout(payload: dict[str, Any]) -> CheckoutChanged:
     customer = obj(payload, "customer")
     started_at = _timestamp(payload, "created_at")
+    first_name, last_name = _name(payload, customer)
     return CheckoutChanged(
         token=text(payload, "token"),
         cart_token=optional_text(payload, "cart_token"),
         email=optional_text(payload, "email") or optional_text(customer, "email"),
-        first_name=_first_name(payload, customer),
+        first_name=first_name,
+        last_name=last_name,
+        phone=_phone(payload, customer),
         locale=optional_text(payload, "customer_locale"),
         # Line prices and totals are in the currency the shopper saw.
         currency=optional_text(payload, "presentment_currency") or text(payload, "currency"),
@@ -252,14 +255,27 @@ def _line_item(item: Any) -> LineItem:
     )
 
 
-def _first_name(payload: dict[str, Any], customer: dict[str, Any]) -> str | None:
+def _name(payload: dict[str, Any], customer: dict[str, Any]) -> tuple[str | None, str | None]:
+    """First and last name, both from the first place that gives a first name (else a last
+    name). The parts are never mixed across places: the addresses may name other people (the
+    documented sample bills Bob Biller and ships to Steve Shipper for customer John Smith)."""
+    sources = (customer, obj(payload, "billing_address"), obj(payload, "shipping_address"))
+    named = next((s for s in sources if optional_text(s, "first_name")), None) or next(
+        (s for s in sources if optional_text(s, "last_name")), {}
+    )
+    return optional_text(named, "first_name"), optional_text(named, "last_name")
+
+
+def _phone(payload: dict[str, Any], customer: dict[str, Any]) -> str | None:
+    """The checkout's own contact phone first, then the customer's, then the addresses'."""
     for source in (
+        payload,
         customer,
         obj(payload, "billing_address"),
         obj(payload, "shipping_address"),
     ):
-        if name := optional_text(source, "first_name"):
-            return name
+        if phone := optional_text(source, "phone"):
+            return phone
     return None
 
 

@@ -219,6 +219,8 @@ def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
         cart_token=optional_text(payload, "cart_hash"),
         email=optional_text(billing, "email"),
         first_name=optional_text(billing, "first_name"),
+        last_name=optional_text(billing, "last_name"),
+        phone=optional_text(billing, "phone"),
         locale=None,  # WooCommerce orders carry none; the store's locale applies
         currency=text(payload, "currency"),
         subtotal_price=str(
