@@ -585,6 +585,10 @@ def shops_profile(
     sender_name: Annotated[
         str | None, typer.Option(help="The From name (default: the shop's)")
     ] = None,
+    sender_address: Annotated[
+        str | None,
+        typer.Option(help="The From address: on MAIL_FROM's domain, or any with the shop's own"),
+    ] = None,
     reply_to: Annotated[str | None, typer.Option(help="Where replies go")] = None,
     logo_url: Annotated[str | None, typer.Option(help="https:// link to the logo")] = None,
     accent_color: Annotated[
@@ -602,7 +606,8 @@ def shops_profile(
 ) -> None:
     """How the store's emails look and whom they come from; any field can be set to off."""
     given = {
-        "sender_name": sender_name, "reply_to": reply_to, "logo_url": logo_url,
+        "sender_name": sender_name, "sender_address": sender_address, "reply_to": reply_to,
+        "logo_url": logo_url,
         "accent_color": accent_color, "phone": phone, "contact_email": contact_email,
         "chat_url": chat_url,
     }  # fmt: skip

@@ -579,7 +579,7 @@ async def test_activity_lists_sent_skipped_failed_and_waiting_with_reasons(
     assert {"Sent", "Skipped", "Failed"} <= set(found.text("span"))
 
 
-async def test_settings_show_the_sender_address_and_provider_read_only(
+async def test_settings_show_the_sender_address_and_ask_for_a_provider(
     server: httpx.AsyncClient, shop: Shop
 ) -> None:
     sign_in(server, shop)
@@ -592,15 +592,19 @@ async def test_settings_show_the_sender_address_and_provider_read_only(
     found = await page(server, "/admin/settings")
 
     spans = found.text("span")
-    assert "shop@rebound.test" in spans  # MAIL_FROM, not a field
     assert any("outbox" in s.lower() for s in spans)
+    (sender,) = found.all("input", name="profile.sender_address", type="email")
+    assert any("come from shop@rebound.test" in hint for hint in found.text("p"))
+    # The provider's URL holds its password: asked for, never shown.
+    (provider,) = found.all("input", name="mail_transport", type="password")
+    assert provider["value"] == ""
     assert found.all("input", name="settings.alert_email", type="email")
     assert found.all("input", name="settings.alert_min_total")
     assert found.all("input", name="quiet_hours", value="off")
     assert found.all("input", name="frequency_cap", value="16h")
     assert found.all("input", name="tracking", type="checkbox", checked="")
     assert found.all("form", data_api="/api/flows/abandoned_cart", data_method="PATCH")
-    assert len(found.all("form", data_api="/api/shop", data_method="PATCH")) == 3
+    assert len(found.all("form", data_api="/api/shop", data_method="PATCH")) == 4
 
 
 async def test_privacy_lists_data_requests_with_links_to_their_exports(

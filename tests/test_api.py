@@ -443,7 +443,7 @@ async def test_edits_are_kept_and_shown(
         "domain": SHOP_A, "name": "Alpha Wool", "platform": "shopify", "currency": "EUR",
         "timezone": "Europe/Stockholm", "quiet_hours": None, "frequency_cap": "12h",
         "tracking": False, "attribution_days": 5, "profile": None, "mail_transport": "smtp",
-        "address": [],
+        "address": [], "sender": "shop@rebound.test",
     }  # fmt: skip
     assert changed.json()["profile"]["accent_color"] == "#2f6f4e"
     assert changed.json()["profile"]["social"] == {"instagram": "https://instagram.com/alpha"}
@@ -461,6 +461,37 @@ async def test_edits_are_kept_and_shown(
     stored = await snapshot(shop)
     assert stored["shop"]["timezone"] == "Europe/Stockholm" and stored["shop"]["tracking"] is False
     assert stored["shop"]["frequency_cap"] == 12 * 3600
+
+
+async def test_a_shop_with_its_own_provider_sends_as_its_own_address(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop], mailbox: Mailbox, smtp_url: str
+) -> None:
+    shop, _ = shops
+    own = await server.patch(
+        "/api/shop",
+        headers=bearer(shop),
+        json={"mail_transport": smtp_url, "profile": {"sender_address": "hello@alpha.example"}},
+    )
+    sent = await server.post(
+        "/api/flows/abandoned_cart/steps/1/test",
+        headers=bearer(shop),
+        json={"email": "me@alpha.example", "lang": "en"},
+    )
+
+    assert own.status_code == 200, own.text
+    assert (own.json()["mail_transport"], own.json()["sender"]) == ("smtp", "hello@alpha.example")
+    assert smtp_url not in own.text
+    assert sent.status_code == 202, sent.text
+    (message,) = mailbox.messages
+    assert "<hello@alpha.example>" in str(message["From"])
+
+    # Back on Rebound's transport, the shop's own domain is no longer used, nor refused later.
+    back = await server.patch("/api/shop", headers=bearer(shop), json={"mail_transport": "default"})
+    assert back.status_code == 200, back.text
+    assert (back.json()["mail_transport"], back.json()["sender"]) == (
+        "default",
+        "shop@rebound.test",
+    )
 
 
 STEP = {"key": "nudge", "template": "abandoned_cart", "delay": 3600}
@@ -574,6 +605,14 @@ async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
             "profile.social.instagram",
         ),
         ("PATCH", "/api/shop", {"profile": {"colour": "#ffffff"}}, "profile.colour"),
+        # Rebound's own transport sends only as its own domain (SPF and DKIM are its).
+        (
+            "PATCH",
+            "/api/shop",
+            {"profile": {"sender_address": "hello@alpha.example"}},
+            "profile.sender_address",
+        ),
+        ("PATCH", "/api/shop", {"mail_transport": "ftp://user:pw@mail.example"}, "mail_transport"),
         ("PATCH", "/api/shop", {"timezone": "Mars/Olympus"}, "timezone"),
         ("PATCH", "/api/shop", {"frequency_cap": "soon"}, "frequency_cap"),
         ("PATCH", "/api/shop", {"quiet_hours": "25:00-08:00"}, "quiet_hours"),

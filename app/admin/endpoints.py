@@ -7,7 +7,6 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,10 +22,11 @@ from app.api.auth import SESSION_COOKIE, PageShop, csrf_token
 from app.db import SessionDep
 from app.inbox import repository as inbox
 from app.inbox.models import InboxStatus
+from app.mail import render
 from app.mail.i18n import LANGUAGES, language
 from app.mail.render import TEMPLATES
 from app.privacy import repository as privacy
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 from app.shops.models import Shop
 from flows import repository as flows
 from flows.definitions import ABANDONED_CART, DEFAULT_SETTINGS, FLOW_NAMES, settings_for
@@ -435,12 +435,20 @@ async def settings_page(request: Request, shop: PageShop, session: SessionDep) -
         "admin/settings.html",
         "Settings",
         profile=shop.profile or {},
-        mail_from_address=parseaddr(settings.mail_from)[1],
+        sender_hint=_sender_hint(shop, settings),
         transport=display.mail_transport_kind(shop, settings),
         frequency_cap=display.delay_text(shop.frequency_cap) if shop.frequency_cap else "off",
         cart_settings=cart,
         social_networks=_social_networks(shop),
     )
+
+
+def _sender_hint(shop: Shop, settings: Settings) -> str:
+    now = f"Emails come from {render.sender_address(shop)} now."
+    if shop.mail_transport_encrypted:
+        return f"{now} Any address your email provider may send for."
+    domain = settings.mail_from_domain
+    return f"{now} An address on {domain}; another domain needs your own email provider."
 
 
 COMMON_NETWORKS = ("instagram", "facebook", "tiktok", "pinterest", "youtube")

@@ -1,12 +1,13 @@
 """The shop's own settings: sending rules, branding and contact, tracking."""
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app import security
 from app.api.auth import ShopDep
 from app.api.errors import RESPONSES, invalid, refused_as
 from app.db import SessionDep
+from app.mail import render
 from app.shops import service as shops_service
 from app.shops.models import Shop
 from app.shops.service import SendingRuleError
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/api", tags=["shop"], responses=RESPONSES)
 
 class Profile(BaseModel):
     sender_name: str | None = None
+    sender_address: str | None = None  # the shop's own From address, when it may use one
     reply_to: str | None = None
     logo_url: str | None = None
     accent_color: str | None = None
@@ -39,6 +41,7 @@ class ShopSettings(BaseModel):
     profile: Profile
     address: list[str]  # the postal address at the foot of every email, a line each
     mail_transport: str  # "default", or the kind of the shop's own: smtp, postmark, ses, outbox
+    sender: str  # the address emails come from now (the shop's own, or Rebound's MAIL_FROM)
 
 
 class ProfileChanges(BaseModel):
@@ -48,6 +51,7 @@ class ProfileChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sender_name: str | None = None
+    sender_address: str | None = None
     reply_to: str | None = None
     logo_url: str | None = None
     accent_color: str | None = None
@@ -69,6 +73,9 @@ class ShopChanges(BaseModel):
     attribution_days: int | None = None
     profile: ProfileChanges | None = None
     address: list[str] | str | None = None  # lines, or text with a line each; "" clears it
+    # The shop's own email provider, in MAIL_TRANSPORT's forms (smtp://user:pass@host:587,
+    # postmark://TOKEN, ses://KEY:SECRET@region), or "default". Kept encrypted, never shown.
+    mail_transport: str | None = Field(default=None, max_length=2000)
 
 
 def _settings(shop: Shop) -> ShopSettings:
@@ -85,6 +92,7 @@ def _settings(shop: Shop) -> ShopSettings:
         profile=Profile.model_validate(shop.profile or {}),
         address=list(shop.address or []),
         mail_transport=_transport_kind(shop),
+        sender=render.sender_address(shop),
     )
 
 
@@ -124,6 +132,9 @@ async def change_shop(changes: ShopChanges, shop: ShopDep, session: SessionDep) 
     if "address" in changes.model_fields_set:
         with refused_as("address", SendingRuleError):
             shops_service.set_address(shop, changes.address)
+    if changes.mail_transport is not None:  # first: the sender address may depend on it
+        with refused_as("mail_transport", SendingRuleError):
+            shops_service.set_mail_transport(shop, changes.mail_transport)
     if changes.profile is not None:
         profile = changes.profile
         for key in sorted(profile.model_fields_set - {"social"}):

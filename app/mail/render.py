@@ -118,8 +118,26 @@ def message(
     return _envelope(shop, to, full, text, html)
 
 
+def may_send_as(shop: Shop, address: str) -> bool:
+    """Whether the shop's emails may come from `address`: any address through the shop's own
+    provider (which checks its domain, SPF and DKIM are theirs); through Rebound's transport only
+    one on MAIL_FROM's domain, which Rebound's SPF and DKIM cover."""
+    if shop.mail_transport_encrypted:
+        return True
+    domain = address.rpartition("@")[2].lower()
+    return domain == get_settings().mail_from_domain.lower()
+
+
+def sender_address(shop: Shop) -> str:
+    """The address the shop's emails come from now: its own when allowed, else MAIL_FROM's."""
+    own = (shop.profile or {}).get("sender_address")
+    if own and may_send_as(shop, own):
+        return str(own)
+    return parseaddr(get_settings().mail_from)[1]
+
+
 def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str) -> EmailMessage:
-    _, sender = parseaddr(get_settings().mail_from)
+    sender = sender_address(shop)
     domain = sender.rpartition("@")[2] or "localhost"
     profile = shop.profile or {}
     message = EmailMessage(policy=SMTP_POLICY)

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import security
 from app.db import utcnow
+from app.mail.render import may_send_as
 from app.mail.transport import transport_from_url
 from app.settings import get_settings
 from app.shops import repository
@@ -204,7 +205,8 @@ def set_address(shop: Shop, address: str | list[str] | None) -> list[str]:
 
 
 PROFILE_FIELDS = (
-    "sender_name", "reply_to", "logo_url", "accent_color", "phone", "contact_email", "chat_url",
+    "sender_name", "sender_address", "reply_to", "logo_url", "accent_color", "phone",
+    "contact_email", "chat_url",
 )  # fmt: skip
 EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -225,6 +227,12 @@ def set_profile(
         value = None if raw is None or raw.strip().lower() == "off" else raw.strip()
         if value is not None:
             _check_profile_value(key, value)
+            if key == "sender_address" and not may_send_as(shop, value):
+                raise SendingRuleError(
+                    f"sender_address on another domain than {get_settings().mail_from_domain} "
+                    "needs the shop's own email provider (mail_transport), one allowed to send "
+                    "for that domain"
+                )
         profile[key] = value
     networks = dict(profile.get("social") or {})
     for network, url in (social or {}).items():
@@ -246,7 +254,7 @@ def set_profile(
 def _check_profile_value(key: str, value: str) -> None:
     if any(char in value for char in "\r\n"):
         raise SendingRuleError(f"{key} must be one line")
-    if key in ("reply_to", "contact_email") and not EMAIL.fullmatch(value):
+    if key in ("reply_to", "contact_email", "sender_address") and not EMAIL.fullmatch(value):
         raise SendingRuleError(f"{key} must be an email address, not {value!r}")
     if key in ("logo_url", "chat_url", "social") and not value.startswith("https://"):
         raise SendingRuleError(f"{key} must be an https:// link, not {value!r}")
