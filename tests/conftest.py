@@ -30,7 +30,8 @@ import uvicorn  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from arq import create_pool  # noqa: E402
 from arq.connections import ArqRedis  # noqa: E402
-from sqlalchemy import create_engine, event, text  # noqa: E402
+from sqlalchemy import create_engine, event, text, update  # noqa: E402
+from sqlalchemy.orm.attributes import set_committed_value  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 import app.db  # noqa: E402
@@ -69,11 +70,15 @@ def no_quiet_hours(request: pytest.FixtureRequest) -> Iterator[None]:
     morning when the suite runs at night. Tests of quiet hours set them on the shop."""
 
     def clear(mapper: Any, connection: Any, shop: Shop) -> None:
-        shop.quiet_hours = None
+        # After the INSERT: setting None before it does nothing, since the ORM leaves a None out
+        # of an INSERT and the column's default ("21:00-08:00") fills it in.
+        table = Shop.__table__  # type: ignore[attr-defined]
+        connection.execute(update(table).where(table.c.id == shop.id).values(quiet_hours=None))
+        set_committed_value(shop, "quiet_hours", None)
 
-    event.listen(Shop, "before_insert", clear)
+    event.listen(Shop, "after_insert", clear)
     yield
-    event.remove(Shop, "before_insert", clear)
+    event.remove(Shop, "after_insert", clear)
 
 
 @pytest.fixture(autouse=True)
