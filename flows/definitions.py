@@ -150,9 +150,6 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
 DEMO_DELAYS = {ABANDONED_CART: [15, 45, 90]}
 
 FLOW_NAMES = tuple(DEFAULT_STEPS)
-# A cart untouched for this long gets no (more) reminders: a late or replayed webhook for an
-# old checkout must not email someone about a cart they left months ago.
-CART_MAX_AGE = 30 * DAY
 
 
 class FlowDefinitionError(ValueError):
@@ -396,6 +393,20 @@ def _validate_setting(key: str, value: Any) -> None:
             raise FlowDefinitionError("referral_text is a short text")
     elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise FlowDefinitionError(f"{key} must be a whole number of zero or more")
+
+
+def validate_timing(name: str, steps: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Steps and settings together: a cart reminder due after `cart_kept_days` could never go
+    (the cart is gone by then, and the email would promise a date already past)."""
+    if name != ABANDONED_CART:
+        return
+    kept = settings_for(name, settings)["cart_kept_days"]
+    for number, step in enumerate(steps, start=1):
+        if step.get("enabled", True) and step["delay"] > kept * DAY:
+            raise FlowDefinitionError(
+                f"{name} step {number} is due after the cart is no longer kept "
+                f"(cart_kept_days is {kept}): a shorter delay, or keep carts longer"
+            )
 
 
 def settings_for(name: str, stored: dict[str, Any] | None) -> dict[str, Any]:

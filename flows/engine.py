@@ -35,7 +35,6 @@ from app.shops.models import Shop
 from flows import repository, timing
 from flows.definitions import (
     ABANDONED_CART,
-    CART_MAX_AGE,
     DAY,
     POST_PURCHASE,
     TRIGGERS,
@@ -597,7 +596,8 @@ async def _checkout_exit(
         return "cart_emptied"
     if checkout.email is None:
         return "no_email"
-    if checkout.platform_updated_at < utcnow() - timedelta(seconds=CART_MAX_AGE):
+    # Also keeps a late or replayed webhook for an old cart from reminding anyone of it.
+    if checkout.platform_updated_at < utcnow() - timedelta(days=settings["cart_kept_days"]):
         return "cart_expired"
     if checkout.email and await mail_repository.is_unsubscribed(
         session, checkout.shop_id, checkout.email

@@ -20,6 +20,7 @@ from flows.definitions import (
     settings_for,
     validate_settings,
     validate_steps,
+    validate_timing,
 )
 from flows.models import Flow
 
@@ -92,6 +93,7 @@ async def _edit_step(
     steps = [dict(existing) for existing in flow.steps]
     change(steps[step - 1])
     validate_steps(name, steps)
+    validate_timing(name, steps, flow.settings)
     flow.steps = steps  # a new list, so the JSON column is seen as changed
     _bump(flow)
     return flow
@@ -177,6 +179,7 @@ async def set_steps(
     """Replace a flow's steps wholesale (the admin's editor); refused unless all are valid."""
     flow = await _flow(session, shop, name)
     validate_steps(name, steps)
+    validate_timing(name, steps, flow.settings)
     flow.steps = [dict(step) for step in steps]
     _bump(flow)
     return flow
@@ -186,6 +189,7 @@ async def set_setting(session: AsyncSession, shop: Shop, name: str, key: str, va
     flow = await _flow(session, shop, name)
     settings = {**settings_for(name, flow.settings), key: value}
     validate_settings(name, settings)
+    validate_timing(name, flow.steps, settings)
     flow.settings = settings
     _bump(flow)
     return flow

@@ -25,7 +25,6 @@ from app.customers import repository as customers
 from app.db import sessionmaker
 from app.mail.models import Unsubscribe
 from app.shops.models import Shop
-from flows.definitions import DAY
 from flows.models import EnrollmentStatus
 from flows.tasks import sweep, winback_scan
 from integrations.shopify.standin import ShopifyStandin
@@ -35,6 +34,7 @@ from tests.test_abandoned_checkout import deliver, fresh_checkout, order_for
 from tests.test_flows import (
     PRODUCTS,
     SOCKS,
+    change_shop,
     edit_flow,
     enrollments,
     only,
@@ -231,17 +231,19 @@ async def test_a_reminder_falling_due_after_the_cart_expired_ends_the_series_uns
     mailbox: Mailbox,
 ) -> None:
     shop = await open_store(standin)
-    await edit_flow(shop, "set_step_delay", "abandoned_cart", 3, 31 * DAY)  # the merchant's edit
+    await edit_flow(shop, "set_setting", "abandoned_cart", "cart_kept_days", 3)
     await deliver(server, "checkouts/create", fresh_checkout())
     await arrives_when_due(clock, redis, mailbox, START + timedelta(hours=1), CART_SUBJECTS[0])
     await arrives_when_due(clock, redis, mailbox, START + timedelta(hours=24), CART_SUBJECTS[1])
+    # The last reminder is due as the cart's third day ends, at 10:00 UTC: the quiet morning.
+    await change_shop(shop, quiet_hours="09:00-12:00", timezone="UTC")
 
-    # Thirty days untouched: the cart is still kept, and the last reminder is not due yet.
-    clock.move_to(START + timedelta(days=30))
+    clock.move_to(START + timedelta(hours=72))
     await work(redis)
-    assert (await only("abandoned_cart", JANE)).status == EnrollmentStatus.ACTIVE
+    waiting = await only("abandoned_cart", JANE)
+    assert (waiting.status, waiting.waiting_for) == (EnrollmentStatus.ACTIVE, "quiet_hours")
 
-    clock.move_to(START + timedelta(days=31))
+    clock.move_to(START + timedelta(hours=74))  # noon: quiet hours over, the cart gone
     await work(redis)
 
     cart = await only("abandoned_cart", JANE)

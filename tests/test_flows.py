@@ -1190,6 +1190,9 @@ async def test_a_running_enrollment_keeps_the_steps_it_started_with(
         ("set_setting", ("abandoned_cart", "alert_email", "care"), "must be an email address"),
         ("set_setting", ("post_purchase", "transit_days", -1), "whole number of zero or more"),
         ("set_step_enabled", ("no_such_flow", 1, False), "unknown flow"),
+        # A reminder due after the cart is no longer kept, either way round.
+        ("set_step_delay", ("abandoned_cart", 3, 31 * DAY), "step 3 is due after the cart"),
+        ("set_setting", ("abandoned_cart", "cart_kept_days", 2), "step 3 is due after the cart"),
     ],
 )
 async def test_a_refused_edit_says_why_and_changes_nothing(
