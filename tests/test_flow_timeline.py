@@ -283,7 +283,7 @@ async def test_post_purchase_from_order_to_cross_sell_each_email_when_due(
     await ships(server, 5001)
     await work(redis)
     (notice,) = mailbox.messages
-    assert notice["Subject"] == "Your order #5001 is on its way"
+    assert notice["Subject"] == "Jane, your order #5001 is on its way"
     assert "1z827wk74630" in text(notice)
 
     clock.shift(timedelta(days=3))
@@ -294,20 +294,20 @@ async def test_post_purchase_from_order_to_cross_sell_each_email_when_due(
 
     care = await arrives_when_due(
         clock, redis, mailbox, delivered_at + timedelta(days=2),
-        "How to get the most out of your order from Nordic Wool",
+        "Jane, how to get the most out of your order from Nordic Wool",
     )  # fmt: skip
     assert "arrived safely" in care
     await arrives_when_due(
         clock, redis, mailbox, delivered_at + timedelta(days=7),
-        "What do you think of your order from Nordic Wool?",
+        "Jane, what do you think of your order from Nordic Wool?",
     )  # fmt: skip
     await arrives_when_due(
         clock, redis, mailbox, delivered_at + timedelta(days=14),
-        "How likely are you to recommend Nordic Wool?",
+        "Jane, how likely are you to recommend Nordic Wool?",
     )  # fmt: skip
     cross_sell = await arrives_when_due(
         clock, redis, mailbox, delivered_at + timedelta(days=21),
-        "We picked these for you at Nordic Wool",
+        "Jane, we picked these for you at Nordic Wool",
     )  # fmt: skip
     assert "Wool Socks" in cross_sell
 
@@ -358,17 +358,17 @@ async def test_win_back_from_the_lapse_to_the_goodbye_and_marketing_stopped(
     assert await scan_days(clock, redis, range(41, 82)) == [81]
     enrolled_at = scan_time(81)
     (offer,) = mailbox.messages
-    assert offer["Subject"] == "We miss you at Nordic Wool: 15% off your order"
+    assert offer["Subject"] == "Jane, we miss you at Nordic Wool: 15% off your order"
     (discount,) = standin.discounts(SHOP_DOMAIN)
     assert discount["code"] in text(offer)
 
     await arrives_when_due(
         clock, redis, mailbox, enrolled_at + timedelta(days=7),
-        "Here's what we care about at Nordic Wool",
+        "Jane, here's what we care about at Nordic Wool",
     )  # fmt: skip
     await arrives_when_due(
         clock, redis, mailbox, enrolled_at + timedelta(days=14),
-        "Should we stop emailing you?",
+        "Jane, should we stop emailing you?",
     )  # fmt: skip
 
     clock.move_to(enrolled_at + timedelta(days=28) - timedelta(seconds=1))
@@ -422,7 +422,7 @@ async def test_win_back_asks_again_only_after_the_cooldown(
     # 180 days after the first: asked again.
     assert await scan_days(clock, redis, range(81 + 180, 81 + 182)) == [81 + 180]
     assert [e.id == first.id for e in await enrollments("winback", JANE)] == [True, False]
-    assert subjects(mailbox) == ["We miss you at Nordic Wool: 15% off your order"] * 2
+    assert subjects(mailbox) == ["Jane, we miss you at Nordic Wool: 15% off your order"] * 2
 
 
 async def unsubscribed() -> list[tuple[str, str | None]]:

@@ -179,6 +179,7 @@ def test_documented_order_keeps_its_items_shipping_country_and_locale() -> None:
     ]
     assert event.shipping_country == "US"
     assert event.locale == "en"
+    assert event.first_name == "Jane"  # the customer's, to greet her after the purchase
 
 
 def test_order_line_prices_are_in_the_currency_the_shopper_saw() -> None:

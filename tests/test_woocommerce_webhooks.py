@@ -144,6 +144,7 @@ def test_a_paid_order_carries_its_items_and_destination() -> None:
         ("Ship Your Idea &ndash; Color: Black, Size: M Test", 1, "23", "22"),
     ]
     assert placed.shipping_country == "US"
+    assert placed.first_name == order()["billing"]["first_name"]
 
 
 def tracking_meta(*entries: dict[str, Any]) -> list[dict[str, Any]]:

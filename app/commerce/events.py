@@ -52,6 +52,7 @@ class OrderPlaced:
     shipping_country: str | None = None  # ISO 3166-1 alpha-2, where the parcel goes
     locale: str | None = None  # the customer's language, when the platform knows it
     discount_codes: tuple[str, ...] = ()
+    first_name: str | None = None  # the customer's, to greet them in post-purchase emails
 
 
 @dataclass(frozen=True)

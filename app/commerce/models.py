@@ -59,6 +59,7 @@ class Order(SQLModel, table=True):
     shipping_country: str | None = Field(default=None, max_length=2)
     locale: str | None = Field(default=None, max_length=32)
     discount_codes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    first_name: str | None = Field(default=None, max_length=255)
     cancelled_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

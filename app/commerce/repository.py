@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, true
 from sqlalchemy.orm import aliased
@@ -94,6 +95,7 @@ async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) 
         "shipping_country": event.shipping_country,
         "locale": event.locale,
         "discount_codes": [code.lower() for code in event.discount_codes],
+        "first_name": (event.first_name or "").strip()[:255] or None,
     }
     statement = (
         insert_for(session, Order)
@@ -251,29 +253,31 @@ async def orders_for_email(session: AsyncSession, shop_id: int, email: str) -> S
 async def customer_greeting(
     session: AsyncSession, shop_id: int, email: str
 ) -> tuple[str | None, str | None]:
-    """The language of the customer's latest order and the first name of their latest checkout:
-    what a win-back email, which has neither at hand, greets them with."""
-    locale = (
-        await session.exec(
-            select(Order.locale)
-            .where(Order.shop_id == shop_id, Order.email == email, col(Order.locale).is_not(None))
-            .order_by(col(Order.placed_at).desc())
-            .limit(1)
-        )
-    ).first()
-    first_name = (
-        await session.exec(
-            select(Checkout.first_name)
-            .where(
-                Checkout.shop_id == shop_id,
-                Checkout.email == email,
-                col(Checkout.first_name).is_not(None),
-            )
-            .order_by(col(Checkout.updated_at).desc())
-            .limit(1)
-        )
-    ).first()
+    """The language of the customer's latest order and their first name from their latest order
+    that gives one, else their latest checkout: what a win-back email greets them with."""
+    locale = await _latest(session, Order.locale, Order.placed_at, shop_id, email, Order)
+    first_name = await _latest(
+        session, Order.first_name, Order.placed_at, shop_id, email, Order
+    ) or await _latest(session, Checkout.first_name, Checkout.updated_at, shop_id, email, Checkout)
     return locale, first_name
+
+
+async def _latest(
+    session: AsyncSession,
+    column: Any,
+    moment: Any,
+    shop_id: int,
+    email: str,
+    model: type[Order] | type[Checkout],
+) -> str | None:
+    """The newest non-empty `column` of the customer's rows of `model`."""
+    query = (
+        select(column)
+        .where(model.shop_id == shop_id, model.email == email, col(column).is_not(None))
+        .order_by(col(moment).desc())
+        .limit(1)
+    )
+    return (await session.exec(query)).first()
 
 
 async def last_shipping_country(session: AsyncSession, shop_id: int, email: str) -> str | None:

@@ -107,7 +107,7 @@ def order_email(
     question = step.get("question") if template == "preference_question" else None
     context = {
         **_common(shop, send, order.email, transactional=not step.get("marketing", True)),
-        "first_name": None,
+        "first_name": order.first_name,
         "order": {
             "name": order.name,
             "total": _money(order.total_price, order.currency, locale),

@@ -143,7 +143,9 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
         )
     )
     await session.exec(
-        update(Order).where(_order_match(shop_id, customer)).values(email=None, cart_token=None)
+        update(Order)
+        .where(_order_match(shop_id, customer))
+        .values(email=None, cart_token=None, first_name=None)
     )
     await session.exec(
         update(OrderItem).where(col(OrderItem.order_id).in_(order_ids)).values(email=None)

@@ -57,6 +57,7 @@ async def export_customer(session: AsyncSession, shop: Shop, customer: Customer)
             {
                 "name": o.name,
                 "id": o.platform_id,
+                "first_name": o.first_name,
                 "total_price": o.total_price,
                 "currency": o.currency,
             }

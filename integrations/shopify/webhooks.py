@@ -154,6 +154,7 @@ def _order(payload: dict[str, Any]) -> OrderPlaced:
         line_items=[_line_item(item) for item in items(payload, "line_items")],
         shipping_country=_country(obj(payload, "shipping_address")),
         locale=optional_text(payload, "customer_locale"),
+        first_name=_name(payload, customer)[0],
         discount_codes=tuple(
             str(line["code"])
             for line in items(payload, "discount_codes")

@@ -280,6 +280,7 @@ def _order(payload: dict[str, Any]) -> OrderPlaced:
             optional_text(obj(payload, "shipping"), "country") or optional_text(billing, "country")
         ),
         locale=None,  # WooCommerce orders carry none; the store's locale applies
+        first_name=optional_text(billing, "first_name"),
         discount_codes=tuple(
             str(line["code"])
             for line in items(payload, "coupon_lines")
@@ -313,9 +314,10 @@ def _line_item(item: Any) -> LineItem:
 
 def _variation_title(item: dict[str, Any]) -> str | None:
     """Variation attributes ride in meta_data as key/display_value pairs (e.g. Size: M)."""
+    metas = item.get("meta_data")
     values = [
         str(meta.get("display_value") or meta.get("value"))
-        for meta in item.get("meta_data") or []
+        for meta in (metas if isinstance(metas, list) else [])  # anything else says nothing
         if isinstance(meta, dict) and not str(meta.get("key", "_")).startswith("_")
     ]
     return " / ".join(values) or None
