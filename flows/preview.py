@@ -2,6 +2,7 @@
 shop's latest cart or order when it has one, else with sample data. Links in a preview lead
 nowhere (they name no real send) and nothing is tracked."""
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from decimal import Decimal
@@ -21,16 +22,27 @@ from flows.definitions import ABANDONED_CART, POST_PURCHASE, settings_for
 from flows.models import Enrollment, Send
 from flows.service import FlowSettingError, shop_flow
 
-SAMPLE_ITEMS = [
+SAMPLE_ITEMS = (
     LineItem("Merino Crew Sweater", "Oatmeal / M", 1, "89.00", None, "1", "1"),
     LineItem("Wool Beanie", None, 2, "19.00", None, "2", "2"),
-]
+)
+SAMPLE_PICKS = (compose.Recommended("Alpaca Scarf", None), compose.Recommended("Wool Socks", None))
 PREVIEW_SEND_ID = 0  # no send has id 0: the preview's links are refused if followed
 
 
 async def preview(
-    session: AsyncSession, shop: Shop, flow_name: str, step_number: int, lang: str
+    session: AsyncSession,
+    shop: Shop,
+    flow_name: str,
+    step_number: int,
+    lang: str,
+    *,
+    segment: str = "regular",
+    items: Sequence[LineItem] = SAMPLE_ITEMS,
+    picks: Sequence[compose.Recommended] = SAMPLE_PICKS,
 ) -> EmailMessage:
+    """`segment` is the win-back customer's; `items` and `picks` stand in for a cart or order
+    and for recommendations when the shop has none of its own."""
     flow = await shop_flow(session, shop, flow_name)
     if not 1 <= step_number <= len(flow.steps):
         raise FlowSettingError(f"{flow_name} has steps 1 to {len(flow.steps)}, not {step_number}")
@@ -40,37 +52,48 @@ async def preview(
     shown = shop.model_copy(update={"tracking": False, "locale": lang})
     send = Send(id=PREVIEW_SEND_ID, shop_id=shop.id or 0, enrollment_id=0, step=step_number - 1,
                 email="customer@example.com")  # fmt: skip
-    discount = _sample_discount(step)
+    discount = _sample_discount(step, segment)
     settings = settings_for(flow_name, flow.settings)
     if flow_name == ABANDONED_CART:
-        checkout = await _latest_checkout(session, shop) or _sample_checkout(shop)
+        checkout = await _latest_checkout(session, shop) or _sample_checkout(shop, items)
         checkout = checkout.model_copy(update={"locale": lang})
         kept = checkout.platform_updated_at + timedelta(days=settings["cart_kept_days"])
         return compose.abandoned_cart(shown, checkout, send, step, {}, discount, kept)
     if flow_name == POST_PURCHASE:
-        order = await _latest_order(session, shop) or _sample_order(shop)
+        order = await _latest_order(session, shop) or _sample_order(shop, items)
         order = order.model_copy(update={"locale": lang})
         shipments = [_sample_shipment(order)]
-        picks = [compose.Recommended("Alpaca Scarf", None), compose.Recommended("Wool Socks", None)]
         extra: dict[str, Any] = {
             "replenish": [str(i.get("product_id")) for i in order.line_items],
             "runs_out": utcnow() + timedelta(days=5),
             "order_count": 5,
         }
         return compose.order_email(
-            shown, order, send, step, {}, shipments, picks, discount, settings,
+            shown, order, send, step, {}, shipments, list(picks), discount, settings,
             extra if step["template"] in ("replenishment", "surprise_reward") else {},
         )  # fmt: skip
     enrollment = Enrollment(
         shop_id=shop.id or 0, flow=flow_name, subject="preview", email=send.email,
-        context={"segment": "regular", "locale": lang,
+        context={"segment": segment, "locale": lang,
                  "last_order_at": (utcnow() - timedelta(days=120)).isoformat()},
     )  # fmt: skip
     return compose.winback_email(shown, enrollment, send, step, discount)
 
 
-def _sample_discount(step: dict[str, Any]) -> DiscountCode | None:
-    raw = step.get("offer") or (step.get("offers") or {}).get("regular")
+async def alert_preview(
+    session: AsyncSession, shop: Shop, lang: str, *, items: Sequence[LineItem] = SAMPLE_ITEMS
+) -> EmailMessage:
+    """The big-cart alert as the shop's customer service would get it, written in `lang` as
+    the shop's own language (the alert goes to the shop, not to the shopper)."""
+    shown = shop.model_copy(update={"locale": lang})
+    checkout = await _latest_checkout(session, shop) or _sample_checkout(shop, items)
+    flow = await shop_flow(session, shop, ABANDONED_CART)
+    to = settings_for(ABANDONED_CART, flow.settings)["alert_email"] or shop.email
+    return compose.internal_alert(shown, checkout, to or "service@example.com", {})
+
+
+def _sample_discount(step: dict[str, Any], segment: str) -> DiscountCode | None:
+    raw = step.get("offer") or (step.get("offers") or {}).get(segment)
     try:
         offer = Offer.from_step({"offer": raw})
     except OfferError:
@@ -100,26 +123,22 @@ async def _latest_order(session: AsyncSession, shop: Shop) -> Order | None:
     return found if found and found.line_items else None
 
 
-def _items() -> list[dict[str, Any]]:
-    return [asdict(item) for item in SAMPLE_ITEMS]
-
-
-def _sample_checkout(shop: Shop) -> Checkout:
+def _sample_checkout(shop: Shop, items: Sequence[LineItem]) -> Checkout:
     now = utcnow() - timedelta(hours=1)
-    total = sum((Decimal(i.price) * i.quantity for i in SAMPLE_ITEMS), Decimal(0))
+    total = sum((Decimal(i.price) * i.quantity for i in items), Decimal(0))
     return Checkout(
         shop_id=shop.id or 0, token="preview", email="customer@example.com", first_name="Alex",  # noqa: S106
         currency=shop.currency or "USD", subtotal_price=str(total), total_price=str(total),
-        line_items=_items(), started_at=now, platform_updated_at=now,
+        line_items=[asdict(item) for item in items], started_at=now, platform_updated_at=now,
     )  # fmt: skip
 
 
-def _sample_order(shop: Shop) -> Order:
-    total = sum((Decimal(i.price) * i.quantity for i in SAMPLE_ITEMS), Decimal(0))
+def _sample_order(shop: Shop, items: Sequence[LineItem]) -> Order:
+    total = sum((Decimal(i.price) * i.quantity for i in items), Decimal(0))
     return Order(
         shop_id=shop.id or 0, platform_id="preview", name="#1001", email="customer@example.com",
         currency=shop.currency or "USD", total_price=str(total),
-        placed_at=utcnow() - timedelta(days=3), line_items=_items(),
+        placed_at=utcnow() - timedelta(days=3), line_items=[asdict(item) for item in items],
     )  # fmt: skip
 
 

