@@ -419,24 +419,29 @@ def flows_set(
         typer.Option(help="A flow setting as KEY=VALUE, e.g. min_cart_value=50 (repeatable)"),
     ] = None,
     lang: Annotated[
-        str | None, typer.Option(help="With --subject/--intro: the language they are for")
+        str | None, typer.Option(help="With --subject/--intro/--preheader: their language")
     ] = None,
     subject: Annotated[
         str | None, typer.Option(help="Your own subject line ({{ first_name }} allowed; '' resets)")
     ] = None,
-    intro: Annotated[str | None, typer.Option(help="Your own opening words ('' resets)")] = None,
+    intro: Annotated[
+        str | None, typer.Option(help="Your own message, a paragraph per line ('' resets)")
+    ] = None,
+    preheader: Annotated[
+        str | None, typer.Option(help="Your own preview line after the subject ('' resets)")
+    ] = None,
 ) -> None:
     """Tune a flow: a step's delay, offer or on/off, and the flow's settings. Edits apply to
     new enrollments; running ones keep the version they started with."""
-    words = subject is not None or intro is not None
+    words = any(part is not None for part in (subject, intro, preheader))
     step_edits = delay is not None or offer is not None or step_on is not None or words
     if not step_edits and not setting:
         raise _fail(
-            "say what to set: --delay, --offer, --step-on/--step-off, --subject/--intro "
-            "or --setting"
+            "say what to set: --delay, --offer, --step-on/--step-off, "
+            "--subject/--intro/--preheader or --setting"
         )
     if words and lang is None:
-        raise _fail("say which language --subject and --intro are for with --lang")
+        raise _fail("say which language --subject, --intro and --preheader are for with --lang")
     if step_edits and step is None:
         raise _fail("say which step with --step N")
     try:
@@ -462,7 +467,9 @@ def flows_set(
             said.append(f"step {step} is {'on' if step_on else 'off'}")
         if words:
             assert step is not None and lang is not None
-            await flows_service.set_step_words(session, found, flow, step, lang, subject, intro)
+            await flows_service.set_step_words(
+                session, found, flow, step, lang, subject, intro, preheader
+            )
             said.append(f"step {step} has your own words in {lang}")
         for key, value in settings:
             await flows_service.set_setting(session, found, flow, key, value)

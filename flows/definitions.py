@@ -20,8 +20,8 @@ A step is a dict:
 - `question`: for a preference question, {key, text, options}: the answer clicked is stored
 - `variants`: A/B copies of the step ([{key, weight, template}]), for the admin's tests
 - `action`: instead of an email, `suppress_marketing` (win-back: ignored the goodbye)
-- `overrides`: the merchant's own words per language, {"sv": {"subject": …, "intro": …}}; a
-  subject may use {{ first_name }} and {{ shop_name }}
+- `overrides`: the merchant's own words per language, {"sv": {"subject": …, "intro": …,
+  "preheader": …}}; a subject may use {{ first_name }} and {{ shop_name }}
 """
 
 from decimal import Decimal, InvalidOperation
@@ -289,8 +289,13 @@ def _validate_overrides(overrides: Any) -> None:
     for lang, words in overrides.items():
         if lang not in LANGUAGES:
             raise FlowDefinitionError(f"overrides are for {', '.join(LANGUAGES)}, not {lang!r}")
-        if not isinstance(words, dict) or set(words) - {"subject", "intro"}:
-            raise FlowDefinitionError("an override has a subject, an intro or both")
+        if not isinstance(words, dict) or set(words) - {"subject", "intro", "preheader"}:
+            raise FlowDefinitionError("an override has a subject, an intro, a preheader or some")
+        preheader = words.get("preheader")
+        if preheader is not None and (
+            not isinstance(preheader, str) or "\n" in preheader or len(preheader) > 150
+        ):
+            raise FlowDefinitionError("a preheader is one line of at most 150 characters")
         subject, intro = words.get("subject"), words.get("intro")
         if subject is not None:
             if not isinstance(subject, str) or not subject.strip() or len(subject) > 200:

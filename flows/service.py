@@ -155,15 +155,17 @@ async def set_step_words(
     name: str,
     step: int,
     lang: str,
-    subject: str | None,
-    intro: str | None,
+    subject: str | None = None,
+    intro: str | None = None,
+    preheader: str | None = None,
 ) -> Flow:
-    """The merchant's own subject and opening for one language ("" takes either back)."""
+    """The merchant's own subject, message and preview line (the preheader inboxes show after
+    the subject) for one language; None keeps one, "" takes it back."""
 
     def change(existing: dict[str, Any]) -> None:
         overrides = {k: dict(v) for k, v in (existing.get("overrides") or {}).items()}
         words = overrides.setdefault(lang, {})
-        for key, value in (("subject", subject), ("intro", intro)):
+        for key, value in (("subject", subject), ("intro", intro), ("preheader", preheader)):
             if value == "":
                 words.pop(key, None)
             elif value is not None:

@@ -65,6 +65,7 @@ async def test_the_merchants_own_swedish_words_go_to_swedish_customers_only(
     await edit_flow(
         shop, "set_step_words", "abandoned_cart", 1, "sv",
         "{{ first_name }}, din varukorg väntar", "Vi sparade allt åt dig.\nVälkommen tillbaka!",
+        "Fri frakt <i>hela</i> veckan",
     )  # fmt: skip
     await apply(shop, replace(checkout("tok-sv", ADA), locale="sv"))
     await apply(shop, replace(checkout("tok-en", BO), locale="en"))
@@ -76,6 +77,10 @@ async def test_the_merchants_own_swedish_words_go_to_swedish_customers_only(
     assert swedish["Subject"] == "Ada, din varukorg väntar"
     assert re.search(r"<p[^>]*>Vi sparade allt åt dig\.</p>", html(swedish))
     assert re.search(r"<p[^>]*>Välkommen tillbaka!</p>", html(swedish))  # a paragraph a line
+    # The preview line inboxes show, escaped like every merchant word, in place of the default.
+    preheader = re.search(r'<div style="display:none[^>]*>([^<]*?)\u034f', html(swedish))
+    assert preheader and preheader.group(1) == "Fri frakt &lt;i&gt;hela&lt;/i&gt; veckan"
+    assert "Fri frakt" not in html(english) and "Pick up where you left off" in html(english)
     assert "Vi sparade" not in text(english) and english["Subject"] != swedish["Subject"]
 
 
@@ -94,6 +99,13 @@ async def test_merchant_words_that_cannot_be_used_are_refused(
     shop = await open_shop(standin)
     with pytest.raises(FlowSettingError, match=message.replace("{", r"\{").replace("}", r"\}")):
         await edit_flow(shop, "set_step_words", "abandoned_cart", 1, lang, subject, None)
+
+
+@pytest.mark.parametrize("preheader", ["two\nlines", "x" * 151])
+async def test_a_preheader_is_one_short_line(standin: ShopifyStandin, preheader: str) -> None:
+    shop = await open_shop(standin)
+    with pytest.raises(FlowSettingError, match="one line of at most 150 characters"):
+        await edit_flow(shop, "set_step_words", "abandoned_cart", 1, "sv", None, None, preheader)
 
 
 def test_a_language_without_a_catalog_entry_reads_english() -> None:

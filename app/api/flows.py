@@ -72,7 +72,8 @@ class Words(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: str | None = None
-    intro: str | None = None
+    intro: str | None = None  # the message, in place of the step's own (a paragraph per line)
+    preheader: str | None = None  # the preview line inboxes show after the subject
 
 
 class StepChanges(BaseModel):
@@ -208,14 +209,13 @@ async def change_step(
     for lang, words in changes.overrides.items():
         if lang not in LANGUAGES:
             raise invalid(f"overrides.{lang}", f"own words are for {', '.join(LANGUAGES)}")
-        for part in ("subject", "intro"):
+        for part in ("subject", "intro", "preheader"):
             text = getattr(words, part)
             if text is None:
                 continue
-            subject, intro = (text, None) if part == "subject" else (None, text)
             with refused_as(f"overrides.{lang}.{part}", FlowSettingError):
                 found = await flows_service.set_step_words(
-                    session, shop, flow, number, lang, subject, intro
+                    session, shop, flow, number, lang, **{part: text}
                 )
     await session.commit()
     return _flow_settings(found)

@@ -298,9 +298,9 @@ def _render(
     campaign: Campaign,
 ) -> EmailMessage:
     """The step's template, with the merchant's own subject and opening for this language when
-    they wrote them (step `overrides`: {"sv": {"subject": …, "intro": …}})."""
+    they wrote them (step `overrides`: {"sv": {"subject": …, "intro": …, "preheader": …}})."""
     override = (step.get("overrides") or {}).get(lang) or {}
-    context = {**context, "intro": override.get("intro")}
+    context = {**context, "intro": override.get("intro"), "preheader": override.get("preheader")}
     return render.message(
         shop, to, f"email/{step['template']}", context, lang=lang, campaign=campaign,
         subject=override.get("subject"),
