@@ -147,6 +147,26 @@ def test_a_paid_order_carries_its_items_and_destination() -> None:
     assert placed.first_name == order()["billing"]["first_name"]
 
 
+@pytest.mark.parametrize(
+    ("meta", "locale"),
+    [
+        ([{"id": 1, "key": "wpml_language", "value": "sv"}], "sv"),
+        ([{"id": 1, "key": "trp_language", "value": "de_DE"}], "de_DE"),
+        ([{"id": 1, "key": "_pll_language", "value": "nb"}], None),  # private: not in the API
+        ([{"id": 1, "key": "wpml_language", "value": ""}], None),
+        ([], None),
+    ],
+)
+def test_the_language_a_multilingual_plugin_recorded_is_the_customers(
+    meta: list[dict[str, Any]], locale: str | None
+) -> None:
+    placed, *_ = webhooks.events("order.updated", order(meta_data=meta))
+    pending, *_ = webhooks.events("order.created", order(status="pending", meta_data=meta))
+
+    assert isinstance(placed, OrderPlaced) and placed.locale == locale
+    assert isinstance(pending, CheckoutChanged) and pending.locale == locale
+
+
 def tracking_meta(*entries: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"id": 9001, "key": "_wc_shipment_tracking_items", "value": list(entries)}]
 

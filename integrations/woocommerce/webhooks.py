@@ -221,7 +221,7 @@ def _checkout(payload: dict[str, Any], status: str) -> CheckoutChanged:
         first_name=optional_text(billing, "first_name"),
         last_name=optional_text(billing, "last_name"),
         phone=optional_text(billing, "phone"),
-        locale=None,  # WooCommerce orders carry none; the store's locale applies
+        locale=_language(payload),
         currency=text(payload, "currency"),
         subtotal_price=str(
             sum((Decimal(line.price) * line.quantity for line in lines), Decimal(0))
@@ -279,7 +279,7 @@ def _order(payload: dict[str, Any]) -> OrderPlaced:
         shipping_country=(
             optional_text(obj(payload, "shipping"), "country") or optional_text(billing, "country")
         ),
-        locale=None,  # WooCommerce orders carry none; the store's locale applies
+        locale=_language(payload),
         first_name=optional_text(billing, "first_name"),
         discount_codes=tuple(
             str(line["code"])
@@ -310,6 +310,28 @@ def _line_item(item: Any) -> LineItem:
         variant_id=identifier(item, "variation_id") if variation else product,
         product_id=product,
     )
+
+
+# WooCommerce itself records no language on an order; the multilingual plugins do, as order
+# meta the REST API shows: WPML (WooCommerce Multilingual) `wpml_language` ("sv"),
+# TranslatePress `trp_language` ("sv_SE"). Polylang's `_pll_language` is private meta, which the
+# API leaves out: those stores get their own language.
+LANGUAGE_META = ("wpml_language", "trp_language")
+
+
+def _language(payload: dict[str, Any]) -> str | None:
+    """The language the customer shopped in, when a multilingual plugin recorded it."""
+    metas = payload.get("meta_data")
+    values = {
+        meta.get("key"): meta.get("value")
+        for meta in (metas if isinstance(metas, list) else [])
+        if isinstance(meta, dict)
+    }
+    for key in LANGUAGE_META:
+        value = values.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:32]
+    return None
 
 
 def _variation_title(item: dict[str, Any]) -> str | None:
