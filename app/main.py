@@ -17,6 +17,7 @@ from app.api.errors import request_validation_errors
 from app.db import SessionDep, dispose_engine
 from app.inbox.endpoints import router as webhooks_router
 from app.links.endpoints import router as links_router
+from app.links.pages import InvalidLink, invalid_link_page
 from app.mail.bounces import router as bounces_router
 from app.redis import RedisDep, redis_settings
 from app.settings import get_settings
@@ -50,6 +51,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, request_validation_errors)
     app.add_exception_handler(PageAuthError, _page_not_signed_in)
+    app.add_exception_handler(InvalidLink, invalid_link_page)
     app.include_router(webhooks_router)
     app.include_router(bounces_router)
     app.include_router(links_router)

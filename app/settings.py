@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     # smtp://, smtps://, postmark://TOKEN@, ses://KEY:SECRET@REGION or outbox; wins over SMTP_URL.
     mail_transport: SecretStr | None = None
+    # A PEM file of CA certificates SMTP servers may also be signed by (a private CA, a
+    # self-signed relay), trusted for SMTP only and in addition to the system's.
+    smtp_ca_file: Path | None = None
     postmark_api_origin: str | None = None
     ses_api_origin: str | None = None
     # Bounce and complaint webhooks: Postmark's Basic credentials ("user:password", or the
@@ -54,6 +57,7 @@ class Settings(BaseSettings):
         "sns_cert_origin",
         "dkim_selector",
         "dkim_domain",
+        "smtp_ca_file",
         mode="before",
     )
     @classmethod

@@ -3,19 +3,28 @@ stand-ins built from their documentation), DKIM signatures checked with dkimpy, 
 complaint webhooks into the suppression list, and each shop's own mail transport."""
 
 import base64
+import contextlib
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiosmtplib
 import dkim
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from aiosmtpd.smtp import AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from sqlmodel import select
 
@@ -807,3 +816,181 @@ async def test_suppressions_keep_the_first_reason_and_go_with_a_redaction(shop: 
         await privacy.redact_customer(session, shop.id, Customer(CUSTOMER, None, None))
         await session.commit()
     assert await suppressions() == []
+
+
+# --- SMTP over TLS, with a login -------------------------------------------------------------
+
+SMTP_USER, SMTP_PASSWORD = "shop@rebound.test", "relay-password-0123"
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A throwaway self-signed certificate for 127.0.0.1 and localhost: its own CA."""
+
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rebound test relay")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certificate = Certificate(folder / "relay.pem", folder / "relay.key")
+    certificate.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    certificate.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate
+
+
+@dataclass
+class Relay:
+    """An SMTP server that checks a login: it records every AUTH and whether TLS was on."""
+
+    messages: list[bytes] = field(default_factory=list)
+    logins: list[tuple[str, str, bool]] = field(default_factory=list)  # mechanism, user, tls
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(envelope.original_content or envelope.content)
+        return "250 Message accepted for delivery"
+
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        encrypted = server.transport.get_extra_info("sslcontext") is not None
+        user, password = data.login.decode(), data.password.decode()
+        self.logins.append((mechanism, user, encrypted))
+        # handled=False: aiosmtpd answers a failure with its own 535.
+        return AuthResult(success=(user, password) == (SMTP_USER, SMTP_PASSWORD), handled=False)
+
+
+@contextlib.contextmanager
+def relay(**options: Any) -> Iterator[tuple[Relay, int]]:
+    box = Relay()
+    controller = Controller(
+        box, hostname="127.0.0.1", port=_free_port(), authenticator=box.authenticate, **options
+    )
+    controller.start()
+    try:
+        yield box, controller.port
+    finally:
+        controller.stop()
+
+
+def plain_message() -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"] = "shop@rebound.test", CUSTOMER
+    message["Subject"] = "Your cart"
+    message.set_content("Still thinking it over?")
+    return message
+
+
+def login_url(scheme: str, port: int, password: str = SMTP_PASSWORD) -> str:
+    return f"{scheme}://{quote(SMTP_USER, safe='')}:{password}@127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
+async def test_starttls_then_login_delivers_and_the_login_goes_over_tls_only(
+    certificate: Certificate, tmp_path: Path, mechanism: str
+) -> None:
+    other = {"LOGIN": "PLAIN", "PLAIN": "LOGIN"}[mechanism]
+    with relay(
+        tls_context=certificate.server_context(),
+        require_starttls=True,
+        auth_required=True,
+        auth_exclude_mechanism=[other],
+    ) as (box, port):
+        settings = Settings(rebound_home=tmp_path, smtp_ca_file=certificate.cert_file)
+        transport = transport_from_url(login_url("smtp", port), settings)
+        await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    assert box.logins == [(mechanism, SMTP_USER, True)]
+    (raw,) = box.messages
+    assert b"Still thinking it over?" in raw
+
+
+async def test_a_wrong_smtp_password_is_an_error_to_retry_that_says_so(
+    certificate: Certificate, tmp_path: Path
+) -> None:
+    with relay(tls_context=certificate.server_context(), require_starttls=True) as (box, port):
+        settings = Settings(rebound_home=tmp_path, smtp_ca_file=certificate.cert_file)
+        transport = transport_from_url(login_url("smtp", port, "wrong-password"), settings)
+        with pytest.raises(DeliveryError) as raised:
+            await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    # The shop's login to fix, not the customer's address: retried, never a bounce.
+    assert not isinstance(raised.value, PermanentDeliveryError)
+    assert "user name or password" in str(raised.value) and "535" in str(raised.value)
+    assert "wrong-password" not in str(raised.value)
+    # aiosmtplib tries each mechanism the server offers before giving up; all of them over TLS.
+    assert {tls for _, _, tls in box.logins} == {True} and box.messages == []
+
+
+async def test_credentials_never_go_to_a_server_that_does_not_offer_starttls(
+    tmp_path: Path,
+) -> None:
+    """A connection stripped of STARTTLS (the server offers AUTH in the clear) gets no login."""
+    with relay(auth_require_tls=False) as (box, port):
+        transport = transport_from_url(login_url("smtp", port), Settings(rebound_home=tmp_path))
+        with pytest.raises(aiosmtplib.SMTPException, match="STARTTLS"):
+            await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    assert box.logins == [] and box.messages == []
+
+
+async def test_implicit_tls_with_a_login_delivers_when_its_ca_is_trusted(
+    certificate: Certificate, tmp_path: Path
+) -> None:
+    # aiosmtpd cannot tell an implicit TLS connection is encrypted: it is told AUTH may be
+    # offered, and the relay records for itself whether the login came over TLS.
+    with relay(ssl_context=certificate.server_context(), auth_require_tls=False) as (box, port):
+        settings = Settings(rebound_home=tmp_path, smtp_ca_file=certificate.cert_file)
+        await transport_from_url(login_url("smtps", port), settings).deliver(
+            plain_message(), shop_domain=SHOP_DOMAIN
+        )
+        # Without SMTP_CA_FILE the self-signed certificate is not trusted: nothing is sent.
+        untrusting = transport_from_url(login_url("smtps", port), Settings(rebound_home=tmp_path))
+        with pytest.raises(aiosmtplib.SMTPConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    assert [(user, tls) for _, user, tls in box.logins] == [(SMTP_USER, True)]
+    assert len(box.messages) == 1
+
+
+def test_smtp_url_takes_smtp_ca_file_too(certificate: Certificate, tmp_path: Path) -> None:
+    settings = Settings(
+        rebound_home=tmp_path,
+        smtp_url=SecretStr("smtps://u:p@mail.example.com"),
+        smtp_ca_file=certificate.cert_file,
+    )
+    chosen = transport_for(settings)
+    assert isinstance(chosen, SmtpTransport) and chosen.ca_file == certificate.cert_file
+    assert Settings(rebound_home=tmp_path, smtp_ca_file="").smtp_ca_file is None

@@ -26,8 +26,17 @@ def test_link_readers_refuse_payloads_of_the_wrong_shape() -> None:
 
     assert urls.read_restore(wrong) is None
     assert urls.read_unsubscribe(security.sign(urls.UNSUBSCRIBE, {"shop": 1})) is None
-    ok = urls.read_unsubscribe(urls.unsubscribe_token(4, "a@b.c"))
-    assert ok == urls.Recipient(shop_id=4, email="a@b.c")
+    ok = urls.read_unsubscribe(urls.unsubscribe_token(4, "a@b.c", lang="sv"))
+    assert ok == urls.Recipient(shop_id=4, email="a@b.c", lang="sv")
+
+
+def test_links_without_a_language_or_with_one_rebound_does_not_write_read_as_none() -> None:
+    """Links signed before they carried the email's language still work."""
+    old = security.sign(urls.UNSUBSCRIBE, {"shop": 4, "email": "a@b.c"})
+    odd = security.sign(urls.NPS, {"shop": 4, "send": 9, "lang": "xx"})
+
+    assert urls.read_unsubscribe(old) == urls.Recipient(shop_id=4, email="a@b.c", lang=None)
+    assert urls.read_send_ref(urls.NPS, odd) == urls.SendRef(shop_id=4, send_id=9, lang=None)
 
 
 def test_secrets_are_encrypted_not_encoded() -> None:

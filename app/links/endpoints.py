@@ -2,26 +2,28 @@
 unsubscribe (RFC 8058), NPS scores, preference answers and "keep me on the list"."""
 
 import base64
+from dataclasses import dataclass
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 import integrations
 from app.commerce import repository as commerce
 from app.commerce.models import Checkout
 from app.db import SessionDep
+from app.links.pages import InvalidLink, page
 from app.links.urls import (
     NPS,
     PREFERENCE,
     STAY,
+    Recipient,
     SendRef,
     read_restore,
     read_send_ref,
     read_unsubscribe,
 )
-from app.mail import compose, tracking
-from app.mail.compose import TEMPLATES, step_label
+from app.mail import compose, i18n, tracking
+from app.mail.compose import step_label
 from app.shops import repository as shops
 from app.shops.models import Shop
 from flows import engine
@@ -29,18 +31,35 @@ from flows import repository as flows
 from flows.models import Send
 
 router = APIRouter(tags=["links"])
-pages = Jinja2Templates(directory=TEMPLATES)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """What a signed link to one send leads to, and the language its page speaks."""
+
+    send: Send
+    shop: Shop
+    lang: str
+
+
+async def _landing(session: SessionDep, ref: SendRef | None) -> Landing:
+    send = await flows.get_send(session, ref.shop_id, ref.send_id) if ref else None
+    shop = await shops.get(session, send.shop_id) if send else None
+    if ref is None or send is None or shop is None:
+        raise InvalidLink(ref.lang if ref else None)
+    # Links older than the signed language speak the shop's (then English).
+    return Landing(send, shop, i18n.language(ref.lang, shop.locale))
 
 
 @router.get("/r/{token}", status_code=303)
 async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
     """Record the click, then send the shopper to their own checkout (or, from an email that
     is not about a cart, to the store). Logs no one in."""
-    send = await _send(session, read_restore(token))
+    landing = await _landing(session, read_restore(token))
+    send, shop = landing.send, landing.shop
     enrollment = await flows.get_enrollment(session, send.enrollment_id)
-    shop = await shops.get(session, send.shop_id)
-    if enrollment is None or shop is None:
-        raise HTTPException(404, "this link is not valid")
+    if enrollment is None:
+        raise InvalidLink(landing.lang)
     checkout = (
         await commerce.get_checkout(session, shop.id or 0, enrollment.checkout_id)
         if enrollment.checkout_id is not None
@@ -50,7 +69,7 @@ async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
         _restore_target(shop, checkout) if checkout else await _order_target(session, shop, send)
     )
     if target is None:
-        raise HTTPException(404, "this link is not valid")
+        raise InvalidLink(landing.lang)
     if send.discount_code:
         target = await integrations.apply_discount(
             shop, checkout.token if checkout else "", target, send.discount_code
@@ -62,13 +81,6 @@ async def restore_cart(token: str, session: SessionDep) -> RedirectResponse:
     flows.add_click(session, send)
     await session.commit()
     return RedirectResponse(target, status_code=303)
-
-
-async def _send(session: SessionDep, ref: SendRef | None) -> Send:
-    send = await flows.get_send(session, ref.shop_id, ref.send_id) if ref else None
-    if send is None:
-        raise HTTPException(404, "this link is not valid")
-    return send
 
 
 async def _order_target(session: SessionDep, shop: Shop, send: Send) -> str:
@@ -108,7 +120,7 @@ async def tracked_click(token: str, session: SessionDep) -> RedirectResponse:
     found = tracking.read_click(token)
     send = await flows.get_send(session, found[0], found[1]) if found else None
     if found is None or send is None:
-        raise HTTPException(404, "this link is not valid")
+        raise InvalidLink()
     flows.add_click(session, send, url=found[2])
     await session.commit()
     return RedirectResponse(found[2], status_code=303)
@@ -131,79 +143,67 @@ async def opened(token: str, session: SessionDep) -> Response:
 
 
 @router.get("/nps/{token}/{score}", response_class=HTMLResponse)
-async def nps_answer(token: str, score: int, request: Request, session: SessionDep) -> HTMLResponse:
+async def nps_answer(token: str, score: int, session: SessionDep) -> HTMLResponse:
     """A score link from an NPS survey: the click is the answer (a later click replaces it)."""
+    landing = await _landing(session, read_send_ref(NPS, token))
     if not 0 <= score <= 10:
-        raise HTTPException(404, "this link is not valid")
-    send = await _send(session, read_send_ref(NPS, token))
-    shop = await shops.get(session, send.shop_id)
-    assert shop is not None
-    await flows.record_nps(session, send, score)
-    flows.add_click(session, send)
+        raise InvalidLink(landing.lang)
+    await flows.record_nps(session, landing.send, score)
+    flows.add_click(session, landing.send)
     await session.commit()
-    return pages.TemplateResponse(
-        request, "pages/nps_thanks.html", {"shop_name": shop.name, "score": score}
-    )
+    return page("nps_thanks", landing.lang, {"shop_name": landing.shop.name, "score": score})
 
 
 @router.get("/pref/{token}/{option}", response_class=HTMLResponse)
-async def preference_answer(
-    token: str, option: int, request: Request, session: SessionDep
-) -> HTMLResponse:
+async def preference_answer(token: str, option: int, session: SessionDep) -> HTMLResponse:
     """An answer to a preference question: stored on the customer, usable in conditions."""
-    send = await _send(session, read_send_ref(PREFERENCE, token))
+    landing = await _landing(session, read_send_ref(PREFERENCE, token))
+    send = landing.send
     enrollment = await flows.get_enrollment(session, send.enrollment_id)
     question = enrollment.steps[send.step].get("question") if enrollment else None
     if enrollment is None or not question or not 0 <= option < len(question["options"]):
-        raise HTTPException(404, "this link is not valid")
-    shop = await shops.get(session, send.shop_id)
-    assert shop is not None
+        raise InvalidLink(landing.lang)
+    # The page shows the answer as the email offered it: in the email's language.
     answer = question["options"][option]
     await flows.save_preference(session, send.shop_id, enrollment.email, question["key"], answer)
     flows.add_click(session, send)
     await session.commit()
-    return pages.TemplateResponse(
-        request, "pages/preference_saved.html", {"shop_name": shop.name, "answer": answer}
-    )
+    shown = i18n.translations(landing.lang).gettext(answer)
+    return page("preference_saved", landing.lang, {"shop_name": landing.shop.name, "answer": shown})
 
 
 @router.get("/stay/{token}", response_class=HTMLResponse)
-async def stay_subscribed(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+async def stay_subscribed(token: str, session: SessionDep) -> HTMLResponse:
     """The win-back goodbye's "keep me on the list": the click itself is the answer."""
-    send = await _send(session, read_send_ref(STAY, token))
-    shop = await shops.get(session, send.shop_id)
-    assert shop is not None
-    flows.add_click(session, send)
+    landing = await _landing(session, read_send_ref(STAY, token))
+    flows.add_click(session, landing.send)
     await session.commit()
-    return pages.TemplateResponse(
-        request, "pages/stayed.html", {"shop_name": shop.name, "email": send.email}
+    return page(
+        "stayed", landing.lang, {"shop_name": landing.shop.name, "email": landing.send.email}
     )
 
 
-async def _recipient(session: SessionDep, token: str) -> tuple[Shop, str]:
+async def _recipient(session: SessionDep, token: str) -> tuple[Shop, Recipient, str]:
+    """The shop, the address and the page's language of an unsubscribe link."""
     recipient = read_unsubscribe(token)
     shop = await shops.get(session, recipient.shop_id) if recipient else None
     if recipient is None or shop is None:
-        raise HTTPException(404, "this link is not valid")
-    return shop, recipient.email
+        raise InvalidLink(recipient.lang if recipient else None)
+    return shop, recipient, i18n.language(recipient.lang, shop.locale)
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)
-async def confirm_unsubscribe(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+async def confirm_unsubscribe(token: str, session: SessionDep) -> HTMLResponse:
     # GET only asks: link scanners in mail filters follow links and must not unsubscribe anyone.
-    shop, email = await _recipient(session, token)
-    return pages.TemplateResponse(
-        request, "pages/unsubscribe.html", {"shop_name": shop.name, "email": email}
-    )
+    shop, recipient, lang = await _recipient(session, token)
+    return page("unsubscribe", lang, {"shop_name": shop.name, "email": recipient.email})
 
 
 @router.post("/u/{token}", response_class=HTMLResponse)
-async def unsubscribe(token: str, request: Request, session: SessionDep) -> HTMLResponse:
+async def unsubscribe(token: str, session: SessionDep) -> HTMLResponse:
     """The confirmation form and mail clients' one-click POST both land here."""
-    shop, email = await _recipient(session, token)
+    shop, recipient, lang = await _recipient(session, token)
     assert shop.id is not None
-    await engine.unsubscribe(session, shop.id, email)
+    await engine.unsubscribe(session, shop.id, recipient.email)
     await session.commit()
-    return pages.TemplateResponse(
-        request, "pages/unsubscribed.html", {"shop_name": shop.name, "email": email}
-    )
+    return page("unsubscribed", lang, {"shop_name": shop.name, "email": recipient.email})

@@ -63,12 +63,12 @@ def abandoned_cart(
         "item_count": sum(int(item.get("quantity") or 0) for item in checkout.line_items),
         "subtotal": _money(checkout.subtotal_price, checkout.currency, locale),
         "total": _money(checkout.total_price, checkout.currency, locale),
-        "restore_url": restore_url(shop.id, send.id),
+        "restore_url": restore_url(shop.id, send.id, lang=lang),
         "offer": _offer(discount, checkout.currency, locale, lang, shop.timezone)
         if discount
         else None,
         "kept_until": _date(kept_until, locale, shop.timezone) if kept_until else None,
-        "unsubscribe_url": unsubscribe_url(shop.id, checkout.email),
+        "unsubscribe_url": unsubscribe_url(shop.id, checkout.email, lang=lang),
     }
     return _render(
         shop, checkout.email, step, context, lang, _campaign(shop, send, step, "abandoned_cart")
@@ -106,7 +106,7 @@ def order_email(
     template = step["template"]
     question = step.get("question") if template == "preference_question" else None
     context = {
-        **_common(shop, send, order.email, transactional=not step.get("marketing", True)),
+        **_common(shop, send, order.email, lang, transactional=not step.get("marketing", True)),
         "first_name": order.first_name,
         "order": {
             "name": order.name,
@@ -118,7 +118,7 @@ def order_email(
         "delivered": any(shipment.delivered_at for shipment in shipments),
         "review_url": next((i["product_url"] for i in items if i["product_url"]), None),
         "nps_links": (
-            [{"score": n, "url": nps_url(shop.id, send.id, n)} for n in range(11)]
+            [{"score": n, "url": nps_url(shop.id, send.id, n, lang=lang)} for n in range(11)]
             if template == "nps_survey"
             else []
         ),
@@ -133,14 +133,17 @@ def order_email(
             {
                 "text": _translated(question["text"], lang),
                 "options": [
-                    {"label": _translated(label, lang), "url": preference_url(shop.id, send.id, n)}
+                    {
+                        "label": _translated(label, lang),
+                        "url": preference_url(shop.id, send.id, n, lang=lang),
+                    }
                     for n, label in enumerate(question["options"])
                 ],
             }
             if question
             else None
         ),
-        "reorder_url": restore_url(shop.id, send.id) if "replenish" in extra else None,
+        "reorder_url": restore_url(shop.id, send.id, lang=lang) if "replenish" in extra else None,
         "runs_out_on": _date(extra["runs_out"], locale, shop.timezone)
         if "runs_out" in extra
         else None,
@@ -167,11 +170,13 @@ def winback_email(
     currency = shop.currency or "USD"
     last_order = enrollment.context.get("last_order_at")
     context = {
-        **_common(shop, send, enrollment.email, transactional=False),
+        **_common(shop, send, enrollment.email, lang, transactional=False),
         "first_name": enrollment.context.get("first_name"),
         "segment": enrollment.context.get("segment", "regular"),
         "offer": _offer(discount, currency, locale, lang, shop.timezone) if discount else None,
-        "stay_url": stay_url(shop.id, send.id) if step["template"] == "winback_goodbye" else None,
+        "stay_url": stay_url(shop.id, send.id, lang=lang)
+        if step["template"] == "winback_goodbye"
+        else None,
         "last_order_on": (
             _date(datetime.fromisoformat(last_order), locale, shop.timezone) if last_order else None
         ),
@@ -233,14 +238,18 @@ def storefront_url(shop: Shop) -> str:
     return shop.base_url or f"https://{shop.domain}"
 
 
-def _common(shop: Shop, send: Send, email: str, *, transactional: bool) -> dict[str, Any]:
+def _common(
+    shop: Shop, send: Send, email: str, lang: str, *, transactional: bool
+) -> dict[str, Any]:
     assert shop.id is not None and send.id is not None
     return {
         "shop_name": shop.name,
-        "shop_url": restore_url(shop.id, send.id),  # records the click, then the storefront
+        "shop_url": restore_url(
+            shop.id, send.id, lang=lang
+        ),  # records the click, then the storefront
         "step": send.step,
         "transactional": transactional,
-        "unsubscribe_url": unsubscribe_url(shop.id, email),
+        "unsubscribe_url": unsubscribe_url(shop.id, email, lang=lang),
     }
 
 

@@ -59,10 +59,14 @@ SES_BAD_ADDRESS = re.compile(
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Loading the system's certificates takes tens of milliseconds: once per process, not per
-    # message (bench/send.py found it was most of a worker's time).
-    return ssl.create_default_context()
+def _tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """The system's CAs, plus SMTP_CA_FILE's when set. Loading the system's certificates takes
+    tens of milliseconds: once per process, not per message (bench/send.py found it was most
+    of a worker's time)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 class PermanentDeliveryError(Exception):
@@ -113,7 +117,9 @@ def _seven_bit(message: EmailMessage) -> bytes:
 
 
 class SmtpTransport:
-    def __init__(self, url: str) -> None:
+    """`ca_file` adds CAs to the system's for verifying the server (SMTP_CA_FILE)."""
+
+    def __init__(self, url: str, *, ca_file: Path | None = None) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
             raise ValueError("SMTP_URL must look like smtp://user:pass@host:port or smtps://…")
@@ -122,6 +128,7 @@ class SmtpTransport:
         self.port = parsed.port or (465 if self.implicit_tls else 25)
         self.username = unquote(parsed.username) if parsed.username else None
         self.password = unquote(parsed.password) if parsed.password else None
+        self.ca_file = ca_file
 
     async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
         sender = extract_sender(message)
@@ -140,7 +147,7 @@ class SmtpTransport:
             # None: STARTTLS whenever the server offers it; required before a password is sent,
             # so a connection stripped of STARTTLS never carries the credentials in clear.
             start_tls=False if self.implicit_tls else (True if self.username else None),
-            tls_context=_tls_context(),
+            tls_context=_tls_context(self.ca_file),
             timeout=30,
         )
         try:
@@ -166,9 +173,14 @@ class SmtpTransport:
             if all(500 <= code < 600 for code in codes):
                 raise PermanentDeliveryError(str(exc)) from exc
             raise
-        except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPSenderRefused):
-            # The shop's own set-up (login, sender address) was refused: every message would
-            # be, until it is fixed. Retried with backoff; no customer's series ends over it.
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # The shop's own login was refused: every message would be, until it is fixed.
+            # Retried with backoff (no customer's series ends over it), saying what to fix.
+            raise DeliveryError(
+                f"the SMTP server refused the user name or password ({exc.code} {exc.message})"
+            ) from exc
+        except aiosmtplib.SMTPSenderRefused:
+            # Likewise the shop's sender address: retried, never the customer's fault.
             raise
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
@@ -404,7 +416,7 @@ def transport_from_url(url: str, settings: Settings) -> Transport:
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme in ("smtp", "smtps"):
-        return SmtpTransport(url)
+        return SmtpTransport(url, ca_file=settings.smtp_ca_file)
     if scheme == "postmark":
         return PostmarkTransport(unquote(parsed.username or ""))
     if scheme == "ses":
@@ -426,7 +438,7 @@ def transport_for(settings: Settings) -> Transport:
     if settings.mail_transport is not None:
         return transport_from_url(settings.mail_transport.get_secret_value(), settings)
     if settings.smtp_url is not None:
-        return SmtpTransport(settings.smtp_url.get_secret_value())
+        return SmtpTransport(settings.smtp_url.get_secret_value(), ca_file=settings.smtp_ca_file)
     return OutboxTransport(settings.outbox_dir)
 
 
