@@ -16,6 +16,7 @@ from app.api.auth import PageAuthError
 from app.api.errors import request_validation_errors
 from app.db import SessionDep, dispose_engine
 from app.inbox.endpoints import router as webhooks_router
+from app.inbox.writer import InboxWriter
 from app.links.endpoints import router as links_router
 from app.links.pages import InvalidLink, invalid_link_page
 from app.mail.bounces import router as bounces_router
@@ -31,6 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.inbox_writer.stop()
         await app.state.redis.aclose()
         await dispose_engine()
 
@@ -47,6 +49,7 @@ async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Rebound", lifespan=lifespan)
+    app.state.inbox_writer = InboxWriter()
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, request_validation_errors)

@@ -1,6 +1,7 @@
 """What bench/ingest.py and bench/send.py share: child processes on free ports, a throw-away data
 folder, a fresh PostgreSQL database, `rebound` commands, CPU readings, progress and results."""
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +60,36 @@ def rebound_env(
         env["REDIS_URL"] = redis
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def shopify_standin(domain: str, name: str) -> Iterator[tuple[str, str]]:
+    """The Shopify stand-in with one store, on a free port in a thread of its own, for what
+    `rebound shops add shopify` asks Shopify before it stores anything: (origin, token)."""
+    from integrations.shopify.standin import ShopifyStandin, serve
+
+    standin = ShopifyStandin()
+    standin.add_shop(domain, name=name, currency="USD")
+    loop = asyncio.new_event_loop()
+    stopping = asyncio.Event()
+    origin: list[str] = []
+    ready = threading.Event()
+
+    async def run() -> None:
+        async with serve(standin) as url:
+            origin.append(url)
+            ready.set()
+            await stopping.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise SystemExit("the Shopify stand-in did not start")
+    try:
+        yield origin[0], standin.token_for(domain)
+    finally:
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join(10)
 
 
 def rebound(*args: str, env: dict[str, str]) -> str:

@@ -53,6 +53,7 @@ from _harness import (  # noqa: E402
     py_spy,
     rebound,
     rebound_env,
+    shopify_standin,
     top_frames,
     write_results,
 )
@@ -321,20 +322,11 @@ def main() -> None:
         env = rebound_env(home, options.database, options.redis)
         progress("rebound migrate; rebound shops add shopify …")
         rebound("migrate", env=env)
-        rebound(
-            "shops",
-            "add",
-            "shopify",
-            "--domain",
-            DOMAIN,
-            "--access-token",
-            "shpat_bench",
-            "--api-secret",
-            secret,
-            "--name",
-            "Bench Store",
-            env=env,
-        )
+        with shopify_standin(DOMAIN, "Bench Store") as (origin, token):
+            rebound(
+                "shops", "add", "shopify", "--domain", DOMAIN, "--access-token", token,
+                "--api-secret", secret, env={**env, "SHOPIFY_API_ORIGIN": origin},
+            )  # fmt: skip
         made = deliveries(secret, options.deliveries)
         load = Load(client, home, made, options.connections)
 

@@ -43,6 +43,7 @@ from app.mail.transport import SmtpTransport, Transport  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.redis import embedded_redis, redis_settings  # noqa: E402
 from app.settings import get_settings  # noqa: E402
+from app.shops import service as shops_service  # noqa: E402
 from app.shops.models import Shop  # noqa: E402
 from app.shops.service import connect_shopify  # noqa: E402
 from app.worker import make_worker  # noqa: E402
@@ -96,6 +97,7 @@ async def fresh_engine() -> AsyncIterator[None]:
     # Each test has its own event loop; async connections must not outlive it.
     app.db._engine, app.db._sessions = None, None
     catalog.forget()  # shop ids repeat across tests; cached product data must not
+    shops_service.forget_signers()  # nor the webhook receivers' shops and keys
     yield
     await dispose_engine()
 

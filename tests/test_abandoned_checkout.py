@@ -199,6 +199,32 @@ async def test_duplicate_delivery_is_acknowledged_and_sends_one_email(
     assert await count(Send) == 1
 
 
+async def test_deliveries_arriving_together_are_each_stored_once(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    import json
+
+    deliveries = []
+    for number in range(30):
+        body = json.dumps(fresh_checkout(token=f"together-{number}")).encode()
+        deliveries.append(
+            (body, headers_for("checkouts/create", body, secret=SHOP_SECRET, domain=SHOP_DOMAIN))
+        )
+    # A third of them sent twice at the same moment: the receiver writes them in one batch.
+    sent = deliveries + deliveries[:10]
+
+    answers = await asyncio.gather(
+        *(server.post("/webhooks/shopify", content=body, headers=h) for body, h in sent)
+    )
+
+    statuses = [answer.json()["status"] for answer in answers]
+    assert all(answer.status_code == 200 for answer in answers)
+    assert sorted(statuses) == ["accepted"] * 30 + ["duplicate"] * 10
+    assert await count(InboxEntry) == 30
+    for first, again in zip(answers[:10], answers[30:], strict=True):
+        assert {first.json()["status"], again.json()["status"]} == {"accepted", "duplicate"}
+
+
 async def test_order_before_the_checkout_webhook_means_no_email(
     server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox, redis: ArqRedis
 ) -> None:

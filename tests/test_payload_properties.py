@@ -160,17 +160,11 @@ async def _count(model: type[Any]) -> int:
 async def _ingest(shop: Shop, topic: str, payload: Any, delivery: str) -> int:
     assert shop.id is not None
     async with sessionmaker()() as session:
-        entry_id = await inbox.insert_new(
-            session,
-            shop_id=shop.id,
-            platform=shop.platform,
-            topic=topic,
-            delivery_id=delivery,
-            payload=json.dumps(payload),
-        )
+        row = {"shop_id": shop.id, "platform": shop.platform, "topic": topic,
+               "delivery_id": delivery, "payload": json.dumps(payload)}  # fmt: skip
+        stored = await inbox.insert_many(session, [row])
         await session.commit()
-    assert entry_id is not None
-    return entry_id
+    return stored[shop.id, delivery]
 
 
 @pytest.mark.parametrize("topic", ["checkouts/create", "orders/create", "orders/cancelled"])

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -11,30 +12,21 @@ from app.db import insert_for
 from app.inbox.models import InboxEntry, InboxStatus
 
 
-async def insert_new(
-    session: AsyncSession,
-    *,
-    shop_id: int,
-    platform: str,
-    topic: str,
-    delivery_id: str,
-    payload: str,
-) -> int | None:
-    """Store a delivery; the new entry's id, or None when this delivery was stored before."""
+async def insert_many(
+    session: AsyncSession, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[int, str], int]:
+    """Store deliveries in one statement; the new entries' ids by (shop_id, delivery_id). One
+    stored before, or twice in `rows`, is stored once: the rows left out have no id."""
+    if not rows:
+        return {}
     statement = (
         insert_for(session, InboxEntry)
-        .values(
-            shop_id=shop_id,
-            platform=platform,
-            topic=topic,
-            delivery_id=delivery_id,
-            payload=payload,
-            status=InboxStatus.RECEIVED,
-        )
+        .values([{**row, "status": InboxStatus.RECEIVED} for row in rows])
         .on_conflict_do_nothing(index_elements=["shop_id", "delivery_id"])
-        .returning(InboxEntry.id)
+        .returning(InboxEntry.id, InboxEntry.shop_id, InboxEntry.delivery_id)
     )
-    return (await session.exec(statement)).scalar_one_or_none()
+    result = await session.exec(statement)
+    return {(shop_id, delivery_id): entry_id for entry_id, shop_id, delivery_id in result.all()}
 
 
 async def get(session: AsyncSession, entry_id: int) -> InboxEntry | None:

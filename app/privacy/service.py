@@ -15,6 +15,7 @@ from app.mail.transport import OutboxTransport
 from app.privacy import repository
 from app.privacy.models import DataRequest
 from app.settings import get_settings
+from app.shops import service as shops_service
 from app.shops.models import Shop
 
 log = logging.getLogger("rebound.privacy")
@@ -118,6 +119,7 @@ async def redact_customer(session: AsyncSession, shop: Shop, customer: Customer)
 async def redact_shop(session: AsyncSession, shop: Shop) -> None:
     assert shop.id is not None
     await repository.delete_shop(session, shop.id)
+    shops_service.forget_signers()
     folder = OutboxTransport(get_settings().outbox_dir).shop_folder(shop.domain)
     await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
     log.info("deleted every record of shop %s", shop.domain)

@@ -3,13 +3,15 @@
 import json
 import logging
 import re
+import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import security
-from app.db import utcnow
+from app.db import sessionmaker, utcnow
 from app.mail.render import may_send_as
 from app.mail.transport import transport_from_url
 from app.settings import get_settings
@@ -69,9 +71,48 @@ async def connect_shopify(
     shop.token_invalid_at = None
     shop.access_token_encrypted = security.encrypt(access_token.strip())
     shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
+    forget_signers()
     if name:
         shop.name = name
     return shop
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What a webhook receiver needs of a shop: which one it is, and the key its webhooks are
+    signed with."""
+
+    shop_id: int
+    platform: str
+    secret: str | None
+
+
+# Webhooks come in bursts for the same few shops: the receiver keeps what it looked up for a
+# few seconds instead of a query and a decryption per delivery. An edit in this process
+# forgets it at once; one made by another process (the CLI, the worker) counts within SIGNER_TTL.
+SIGNER_TTL = 5.0
+_signers: dict[tuple[str, str], tuple[float, Signer | None]] = {}
+
+
+async def webhook_signer(platform: str, domain: str) -> Signer | None:
+    """The shop of `platform` at `domain` and its webhook key, or None for no such shop. Its own
+    short session: a receiver must not hold a connection while its delivery waits to be
+    written (with every connection held that way, the writer would wait for one forever)."""
+    key, now = (platform, domain), time.monotonic()
+    cached = _signers.get(key)
+    if cached is not None and now - cached[0] < SIGNER_TTL:
+        return cached[1]
+    async with sessionmaker()() as session:
+        shop = await repository.get_by_domain(session, platform, domain)
+        found = Signer(shop.id, shop.platform, webhook_secret(shop)) if shop and shop.id else None
+    if len(_signers) > 10_000:  # probes for made-up domains must not grow it without end
+        _signers.clear()
+    _signers[key] = (now, found)
+    return found
+
+
+def forget_signers() -> None:
+    _signers.clear()
 
 
 def webhook_secret(shop: Shop) -> str | None:
@@ -119,6 +160,7 @@ async def connect_woocommerce(
         json.dumps({"consumer_key": consumer_key, "consumer_secret": consumer_secret})
     )
     shop.api_secret_encrypted = security.encrypt(webhook_secret)
+    forget_signers()
     if name:
         shop.name = name
     return shop

@@ -323,9 +323,9 @@ def _language(payload: dict[str, Any]) -> str | None:
     """The language the customer shopped in, when a multilingual plugin recorded it."""
     metas = payload.get("meta_data")
     values = {
-        meta.get("key"): meta.get("value")
+        meta["key"]: meta.get("value")
         for meta in (metas if isinstance(metas, list) else [])
-        if isinstance(meta, dict)
+        if isinstance(meta, dict) and isinstance(meta.get("key"), str)
     }
     for key in LANGUAGE_META:
         value = values.get(key)
