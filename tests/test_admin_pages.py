@@ -509,6 +509,36 @@ async def test_the_editor_shows_saved_changes_and_its_fields_are_where_the_api_n
             assert problem["field"] in names, problem
 
 
+async def test_win_back_offers_are_edited_per_segment_with_errors_next_to_their_field(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sign_in(server, shop)
+    headers = {"X-Rebound-CSRF": (await server.get("/api/session")).json()["csrf"]}
+    saved = await server.put(
+        "/api/flows/winback/steps/1", json={"offers": {"top": "25%"}}, headers=headers
+    )
+    assert saved.status_code == 200, saved.text
+
+    found = await page(server, "/admin/flows/winback")
+
+    (form,) = found.all("form", data_api="/api/flows/winback/steps/1")
+    fields = {a["name"]: a for a in found.all("input") if a.get("name", "").startswith("offers.")}
+    assert {name: a["value"] for name, a in fields.items()} == {
+        "offers.top": "25%", "offers.regular": "15%", "offers.one_time": "10%",
+    }  # fmt: skip
+    # The step with offers by segment has no single offer field; the others keep theirs.
+    assert [a["id"] for a in found.all("input", name="offer")] == ["s2-offer", "s3-offer"]
+    labels = set(found.text("label"))
+    assert {"Top customers", "Regular customers", "One-time buyers"} <= labels
+    hint_ids = {a.get("id") for a in found.all("p", **{"class": "hint"})}
+    for attrs in fields.values():
+        assert attrs["aria-describedby"] in hint_ids
+    refused = await server.put(
+        "/api/flows/winback/steps/1", json={"offers": {"one_time": "lots"}}, headers=headers
+    )
+    assert [problem["field"] for problem in refused.json()["detail"]] == ["offers.one_time"]
+
+
 async def test_an_unknown_flow_is_not_found(server: httpx.AsyncClient, shop: Shop) -> None:
     sign_in(server, shop)
 

@@ -527,6 +527,38 @@ async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
     assert [s["key"] for s in untouched["steps"]] == ["reminder", "still_there", "last_call"]
 
 
+async def test_each_win_back_segment_gets_its_own_offer(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    shop, other = shops
+
+    changed = await server.put(
+        "/api/flows/winback/steps/1",
+        headers=bearer(shop),
+        json={"offers": {"top": "25%", "one_time": "none", "regular": "free-shipping"}},
+    )
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["version"] == 2
+    assert changed.json()["steps"][0]["offers"] == {
+        "top": "25%", "regular": "free-shipping", "one_time": "none",
+    }  # fmt: skip
+    stored = (await server.get("/api/flows/winback/steps", headers=bearer(shop))).json()
+    offers = stored["steps"][0]["offers"]
+    # How long an offer lasts is not in "25%": the step's 14 days stay.
+    assert offers["top"] == {"kind": "percentage", "value": "25", "expires_hours": 14 * 24}
+    assert offers["one_time"] is None
+    again = await server.put(
+        "/api/flows/winback/steps/1", headers=bearer(shop), json={"offers": {"top": "5.00"}}
+    )
+    assert again.json()["steps"][0]["offers"] == {
+        "top": "5.00", "regular": "free-shipping", "one_time": "none",
+    }  # fmt: skip
+    theirs = (await server.get("/api/flows", headers=bearer(other))).json()
+    winback = next(flow for flow in theirs if flow["name"] == "winback")
+    assert winback["steps"][0]["offers"]["top"] == "20%"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
@@ -536,6 +568,17 @@ async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
         # The valid delay is not kept either: one refusal refuses the whole request.
         ("PUT", "/api/flows/abandoned_cart/steps/3", {"delay": "2h", "offer": "95%"}, "offer"),
         ("PUT", "/api/flows/abandoned_cart/steps/2", {"offer": "ten"}, "offer"),
+        ("PUT", "/api/flows/winback/steps/1", {"offers": {"top": "95%"}}, "offers.top"),
+        # The valid top offer is not kept either.
+        (
+            "PUT",
+            "/api/flows/winback/steps/1",
+            {"offers": {"top": "25%", "regular": "ten"}},
+            "offers.regular",
+        ),
+        ("PUT", "/api/flows/winback/steps/1", {"offers": {"vip": "30%"}}, "offers.vip"),
+        # Only win-back knows a customer's segment.
+        ("PUT", "/api/flows/abandoned_cart/steps/3", {"offers": {"top": "10%"}}, "offers"),
         (
             "PUT",
             "/api/flows/abandoned_cart/steps/1",

@@ -75,13 +75,25 @@ class Words(BaseModel):
     intro: str | None = None
 
 
+class SegmentOffers(BaseModel):
+    """Win-back's offer per customer segment, in the words `offer` takes; left out: unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: str | None = Field(default=None, examples=["25%"])
+    regular: str | None = None
+    one_time: str | None = None
+
+
 class StepChanges(BaseModel):
-    """Left out: unchanged. `offer`: "10%", "5.00", "free-shipping", or "none"/null for none."""
+    """Left out: unchanged. `offer`: "10%", "5.00", "free-shipping", or "none"/null for none.
+    `offers` (win-back): the same per customer segment, e.g. {"top": "25%"}."""
 
     model_config = ConfigDict(extra="forbid")
 
     delay: str | None = Field(default=None, examples=["24h"])
     offer: str | None = Field(default=None, examples=["10%"])
+    offers: SegmentOffers | None = None
     enabled: bool | None = None
     overrides: dict[str, Words] = {}
 
@@ -203,6 +215,8 @@ async def change_step(
         with refused_as("offer", FlowSettingError):
             offer = flows_service.parse_offer(changes.offer or "none")
             found = await flows_service.set_step_offer(session, shop, flow, number, offer)
+    if changes.offers is not None:
+        found = await _set_segment_offers(session, shop, flow, number, changes.offers)
     if changes.enabled is not None:
         found = await flows_service.set_step_enabled(session, shop, flow, number, changes.enabled)
     for lang, words in changes.overrides.items():
@@ -219,6 +233,18 @@ async def change_step(
                 )
     await session.commit()
     return _flow_settings(found)
+
+
+async def _set_segment_offers(
+    session: SessionDep, shop: Shop, flow: str, number: int, changes: SegmentOffers
+) -> Flow:
+    """Each segment's words are checked on their own field, then the step with the whole flow."""
+    offers = {}
+    for segment in sorted(changes.model_fields_set):
+        with refused_as(f"offers.{segment}", FlowSettingError):
+            offers[segment] = flows_service.parse_offer(getattr(changes, segment) or "none")
+    with refused_as("offers", FlowSettingError):
+        return await flows_service.set_step_segment_offers(session, shop, flow, number, offers)
 
 
 @router.get("/flows/{flow}/steps")
