@@ -1,6 +1,7 @@
 """The merchant's admin pages: SVG charts, and every page as a signed-in merchant sees it, with
 the admin's session cookie or loaded inside Shopify with an id token."""
 
+import json
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -693,6 +694,34 @@ async def test_a_test_shows_each_variant_with_its_chance_to_be_best(
     assert len(found.all("meter")) == 3
     assert found.all("form", data_api="/api/tests", data_method="POST")
     assert [f for f in found.all("form") if f.get("data-api", "").endswith("/stop")]
+
+
+async def test_a_new_test_has_no_holdout_unless_asked_and_the_weights_the_merchant_sets(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sign_in(server, shop)
+
+    form_page = await page(server, "/admin/tests")
+
+    # No holdout unless the merchant asks for one; each variant's weight is theirs to set.
+    assert form_page.all("input", name="holdout", value="0")
+    weights = [a for a in form_page.all("input") if a.get("name", "").endswith(".weight")]
+    assert [(a["name"], a["value"]) for a in weights] == [
+        ("variants.0.weight", "1"), ("variants.1.weight", "1"),
+    ]  # fmt: skip
+    (form,) = form_page.all("form", data_api="/api/tests")
+    # What admin.js sends: data-extra's variant keys, with the weights set where they stand.
+    body = json.loads(form["data-extra"])
+    body["variants"][0]["weight"], body["variants"][1]["weight"] = 0, 1
+    headers = {"X-Rebound-CSRF": form_page.all("meta", name="rebound-csrf")[0]["content"]}
+    new = {"flow": "abandoned_cart", "step_key": "last_call", "holdout": 0, **body}
+    refused = await server.post("/api/tests", json=new, headers=headers)
+    assert [p["field"] for p in refused.json()["detail"]] == ["variants.0.weight"]
+    body["variants"][0]["weight"] = 3
+    started = await server.post("/api/tests", json=new, headers=headers)
+    assert started.status_code == 201, started.text
+    assert [v["weight"] for v in started.json()["variants"]] == [3, 1]
+    assert started.json()["holdout"] == 0
 
 
 # --- inside Shopify --------------------------------------------------------------------------
