@@ -274,6 +274,33 @@ async def test_a_shopify_session_token_names_its_shop(
     assert mine.status_code == 200, mine.text
     assert mine.json() == {"shop": SHOP_A, "platform": "shopify", "csrf": None}
     assert refused.status_code == 401
+    assert "x-shopify-retry-invalid-session-request" not in mine.headers
+
+
+async def test_a_bad_shopify_session_token_asks_app_bridge_to_retry_and_an_api_token_never_does(
+    server: httpx.AsyncClient, standin: ShopifyStandin, shops: tuple[Shop, Shop]
+) -> None:
+    shop, _ = shops
+    expired = standin.id_token(SHOP_A, lifetime=-60)
+    forged = standin.id_token(SHOP_A, secret="x" * 40)
+    old_api_token = "rb_" + security.sign("api", {"shop": shop.id, "exp": 1})
+    unknown_store = standin.id_token("nowhere.myshopify.com")
+
+    def answer(token: str) -> Any:
+        return server.put(
+            "/api/flows/abandoned_cart/steps/1",
+            json={"delay": "2h"},
+            headers={"Authorization": f"Bearer {token}".strip()},
+        )
+
+    for token in (expired, forged, "", "undefined"):  # "" and "undefined": no token came yet
+        response = await answer(token)
+        assert response.status_code == 401, token
+        assert response.headers["x-shopify-retry-invalid-session-request"] == "1", token
+    for token in (old_api_token, issue_token(shop)[:-4] + "AAAA", unknown_store):
+        response = await answer(token)
+        assert response.status_code == 401, token
+        assert "x-shopify-retry-invalid-session-request" not in response.headers, token
 
 
 # --- one shop never reaches another ----------------------------------------------------------

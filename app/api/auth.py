@@ -37,6 +37,8 @@ SESSION_COOKIE = "rebound_admin"
 SESSION_TTL = 8 * 3600
 CSRF_HEADER = "X-Rebound-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Shopify's answer to a bad session token on a fetch: App Bridge retries with a fresh token.
+RETRY_INVALID_SESSION = {"X-Shopify-Retry-Invalid-Session-Request": "1"}
 
 
 def issue_token(shop: Shop, days: int = 30) -> str:
@@ -148,12 +150,28 @@ def _installed(shop: Shop | None) -> Shop | None:
     return shop if shop is not None and shop.uninstalled_at is None else None
 
 
-async def _bearer_shop(request: Request, session: SessionDep, token: str) -> Shop | None:
-    if token.startswith(PREFIX):
-        shop_id = _signed_shop_id(API_TOKEN, token.removeprefix(PREFIX))
-        return await shops.get(session, shop_id) if shop_id else None
+async def _api_token_shop(session: SessionDep, token: str) -> Shop:
+    """The installed shop a Rebound API token (`rb_…`) names, or 401."""
+    shop_id = _signed_shop_id(API_TOKEN, token.removeprefix(PREFIX))
+    shop = _installed(await shops.get(session, shop_id) if shop_id else None)
+    if shop is None:
+        raise HTTPException(401, "this token is not valid for any installed shop")
+    return shop
+
+
+async def _session_token_shop(request: Request, session: SessionDep) -> Shop:
+    """The installed shop a Shopify session token names, or 401. A token that is missing,
+    expired or does not verify gets Shopify's retry header: App Bridge then fetches a fresh
+    token and sends the request once more (session tokens live a minute)."""
     domain = _shopify_domain(request)
-    return await shops.get_by_domain(session, "shopify", domain) if domain else None
+    if domain is None:
+        raise HTTPException(
+            401, "the Shopify session token is missing, expired or not valid", RETRY_INVALID_SESSION
+        )
+    shop = _installed(await shops.get_by_domain(session, "shopify", domain))
+    if shop is None:  # a fresh token would name the same shop: no retry
+        raise HTTPException(401, "Rebound is not installed on this store")
+    return shop
 
 
 async def _cookie_shop(session: SessionDep, cookie: str) -> Shop | None:
@@ -174,12 +192,12 @@ async def current_caller(request: Request, session: SessionDep) -> Caller:
     cookie = request.cookies.get(SESSION_COOKIE)
     if header is not None:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() != "bearer":
             raise HTTPException(401, "send Authorization: Bearer <token>")
-        shop = _installed(await _bearer_shop(request, session, token.strip()))
-        if shop is None:
-            raise HTTPException(401, "this token is not valid for any installed shop")
-        return Caller(shop, "token")
+        if token.strip().startswith(PREFIX):
+            return Caller(await _api_token_shop(session, token.strip()), "token")
+        # Anything else, an empty token too, is App Bridge's (its token may not have come yet).
+        return Caller(await _session_token_shop(request, session), "token")
     if cookie:
         shop = _installed(await _cookie_shop(session, cookie))
         if shop is None:
