@@ -278,6 +278,8 @@ async def test_each_page_renders_for_a_signed_in_merchant(
     ]
     scripts = [attrs["src"].split("?")[0] for tag, attrs in found.elements if tag == "script"]
     assert scripts == ["/admin/static/admin.js"]
+    (sign_out,) = found.all("form", data_api="/api/session/sign-out", data_method="POST")
+    assert "Sign out" in found.text("button")
 
 
 async def test_a_new_shop_is_shown_what_to_do_first(server: httpx.AsyncClient, shop: Shop) -> None:
@@ -558,8 +560,8 @@ async def test_every_form_sends_to_an_api_route_that_exists(
         found = await page(server, path)
         csrf = found.all("meta", name="rebound-csrf")[0]["content"]
         for form in found.all("form"):
-            if "data-api" not in form:
-                continue
+            if "data-api" not in form or form["data-api"] == "/api/session/sign-out":
+                continue  # signing out: tests/test_api.py, and it would end this session
             url = form["data-api"].replace("{step}", "1")
             response = await server.request(
                 form["data-method"], url, json={}, headers={"X-Rebound-CSRF": csrf}
@@ -745,6 +747,7 @@ async def test_inside_shopify_the_page_loads_app_bridge_and_nothing_else_from_el
     assert found.all("meta", name="shopify-api-key", content=SHOPIFY_CLIENT_ID)
     assert found.external_urls() == [APP_BRIDGE]
     assert found.all("meta", name="rebound-csrf") == []  # the script uses id tokens instead
+    assert found.all("form", data_api="/api/session/sign-out") == []  # Shopify's session
     # Shopify's headers for an embedded page, and no policy that would stop it being framed.
     assert "frame-ancestors" in response.headers.get("content-security-policy", "")
     assert "'none'" not in response.headers.get("content-security-policy", "")
@@ -798,4 +801,4 @@ async def test_without_the_analytics_module_pages_say_figures_are_not_available(
     assert overview.all("svg") == []
     assert flows.text("p").count("Revenue figures are not available yet.") == 3
     assert "Tests are not available yet" in tests.text("h2")
-    assert tests.all("form") == []
+    assert [form["data-api"] for form in tests.all("form")] == ["/api/session/sign-out"]

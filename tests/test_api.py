@@ -44,6 +44,7 @@ SHOP_B = "shop-b.myshopify.com"
 # Every endpoint of the API: (method, path, body). Ids in paths are filled in per test.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/session", None),
+    ("POST", "/api/session/sign-out", None),
     ("GET", "/api/shop", None),
     (
         "PATCH",
@@ -323,6 +324,8 @@ async def test_shop_a_never_reads_or_changes_shop_b(
 
     answers = {}
     for method, path, body in ENDPOINTS:
+        if path == "/api/session/sign-out":
+            continue  # a cookie session's: test_signing_out_ends_the_session_for_every_copy
         if "/api/tests" in path or path == "/api/overview":
             continue  # app.analytics: see test_overview_and_ab_tests_are_per_shop and
             # test_shop_b_figures_carts_and_tests_never_reach_shop_a
@@ -796,6 +799,39 @@ async def test_the_admin_link_signs_in_once_and_the_cookie_needs_the_csrf_header
     assert by_token.status_code == 200 and by_token.json()["domain"] == SHOP_B
 
 
+async def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop], redis: Any
+) -> None:
+    shop, _ = shops
+    signed_in = await server.get("/admin/login?" + urlsplit(admin_login_link(shop)).query)
+    cookie = {"Cookie": f"{SESSION_COOKIE}={cookie_from(signed_in)}"}
+    csrf = {CSRF_HEADER: csrf_token(cookie_from(signed_in))}
+    other = session_cookie(shop)  # the same merchant signed in on another computer
+
+    without_csrf = await server.post("/api/session/sign-out", headers=cookie)
+    by_token = await server.post("/api/session/sign-out", headers=bearer(shop))
+    assert without_csrf.status_code == 403 and by_token.status_code == 400
+    assert (await server.get("/api/session", headers=cookie)).status_code == 200
+
+    signed_out = await server.post("/api/session/sign-out", headers={**cookie, **csrf})
+
+    assert signed_out.status_code == 204, signed_out.text
+    cleared = signed_out.headers["set-cookie"].lower()
+    assert cleared.startswith(f"{SESSION_COOKIE}=") and "max-age=0" in cleared
+    # The copied cookie, sent again, is refused by the API and the pages alike.
+    assert (await server.get("/api/session", headers=cookie)).status_code == 401
+    changed = await server.patch("/api/shop", json={"timezone": "UTC"}, headers={**cookie, **csrf})
+    assert changed.status_code == 401
+    page = await server.get("/admin/flows", headers=cookie)
+    assert page.status_code == 401 and "rebound admin-link" in page.text
+    # Until the cookie would have expired, and no longer.
+    ttl = await redis.ttl(next(iter(await redis.keys("admin-session-ended:*"))))
+    assert 8 * 3600 - 60 < ttl <= 8 * 3600
+    # Other sessions of the shop go on.
+    still = await server.get("/api/session", headers={"Cookie": f"{SESSION_COOKIE}={other}"})
+    assert still.status_code == 200
+
+
 async def test_a_sign_in_link_that_expired_or_was_forged_is_refused(
     server: httpx.AsyncClient, shops: tuple[Shop, Shop], redis: Any
 ) -> None:
@@ -824,10 +860,11 @@ async def test_two_browsers_racing_with_one_link_sign_in_once(
 
 
 async def test_admin_pages_accept_the_cookie_or_shopifys_document_load(
-    shops: tuple[Shop, Shop], standin: ShopifyStandin
+    shops: tuple[Shop, Shop], standin: ShopifyStandin, redis: Any
 ) -> None:
     shop, _ = shops
     app = FastAPI()
+    app.state.redis = redis  # signed-out sessions are kept there
     from app.api.auth import PageAuthError
     from app.main import _page_not_signed_in
 
