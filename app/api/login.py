@@ -49,10 +49,16 @@ async def admin_login(
     return response
 
 
-def signed_out_page(reason: str) -> HTMLResponse:
+def signed_out_page(reason: str, status_code: int = 401) -> HTMLResponse:
     """401, with what to do to get in."""
     template = pages.get_template("pages/admin_signed_out.html")
-    return HTMLResponse(template.render(reason=reason), status_code=401)
+    return HTMLResponse(template.render(reason=reason), status_code=status_code)
+
+
+@router.get("/admin/signed-out", tags=["admin"], response_class=HTMLResponse)
+async def signed_out() -> HTMLResponse:
+    """Where signing out lands: said plainly, with how to sign in again."""
+    return signed_out_page("You have signed out of Rebound.", status_code=200)
 
 
 class SessionInfo(BaseModel):
