@@ -476,6 +476,12 @@ async def test_the_editor_shows_steps_settings_words_and_a_preview_of_the_chosen
     # The frame loads with the same cookie.
     preview = await server.get(frame["src"])
     assert preview.status_code == 200 and "<html" in preview.text.lower()
+    # The merchant's words and product titles are in it: no script may run there.
+    policy = [part.strip() for part in preview.headers["content-security-policy"].split(";")]
+    assert {"default-src 'none'", "img-src https: data:", "sandbox"} <= set(policy)
+    assert not any(part.startswith("script-src") for part in policy)
+    assert preview.headers["x-content-type-options"] == "nosniff"
+    assert preview.headers["content-type"].startswith("text/html")
     test_form = found.all("form", data_api="/api/flows/abandoned_cart/steps/{step}/test")
     assert test_form and found.all("input", name="email", type="email")
 

@@ -29,6 +29,16 @@ router = APIRouter(prefix="/api", tags=["flows"], responses=RESPONSES)
 TEST_EMAILS_PER_HOUR = 10
 EMAIL = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
 Lang = Annotated[str, Field(pattern="^[a-z]{2}$")]
+# The preview's HTML holds the merchant's words and product titles: opened on its own or in the
+# editor's frame, it runs no script, loads nothing but images, and is never taken for another type.
+PREVIEW_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",  # the shop's latest cart or order may be in it
+}
 FlowName = Annotated[str, Path(description=f"One of: {', '.join(FLOW_NAMES)}")]
 StepNumber = Annotated[int, Path(ge=1, description="The step's place in the flow, from 1")]
 
@@ -283,7 +293,7 @@ async def preview_step(
     text_part = message.get_body(preferencelist=("plain",))
     html = str(html_part.get_content()) if html_part else ""
     if format == "html":
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers=PREVIEW_HEADERS)
     return Preview(
         subject=str(message["Subject"]),
         sender=str(message["From"]),
