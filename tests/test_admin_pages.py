@@ -365,6 +365,7 @@ async def sent_email(shop: Shop, flow: str = "abandoned_cart", **send: Any) -> t
             sent_at=utcnow() if send.get("status", SendStatus.SENT) == SendStatus.SENT else None,
             error=send.get("error"),
             discount_code=send.get("discount_code"),
+            claimed_at=send.get("claimed_at") or utcnow(),
         )
         session.add(row)
         await session.flush()
@@ -616,6 +617,32 @@ async def test_activity_lists_sent_skipped_failed_and_waiting_with_reasons(
     ):
         assert text in cells, text
     assert {"Sent", "Skipped", "Failed"} <= set(found.text("span"))
+
+
+async def test_an_email_left_sending_is_flagged_once_it_may_never_have_been_sent(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sending = SendStatus.SENDING
+    await sent_email(shop, email="now@example.com", status=sending)
+    await sent_email(
+        shop, email="stuck@example.com", status=sending, claimed_at=utcnow() - timedelta(minutes=16)
+    )
+    sign_in(server, shop)
+
+    found = await page(server, "/admin/activity")
+
+    rows = {row[3]: row for row in _table_rows(found)}
+    assert rows["stuck@example.com"][4:] == [
+        "May not have been sent",
+        "may not have been sent — check your mail provider's log",
+    ]
+    assert rows["now@example.com"][4:] == ["Sending", ""]  # a moment ago: on its way
+
+
+def _table_rows(found: Page) -> list[list[str]]:
+    """The activity's sent-email rows, as the cells' texts (badges included)."""
+    cells = found.text("td")
+    return [cells[i : i + 6] for i in range(0, len(cells), 6) if "@" in cells[i + 3]]
 
 
 async def test_settings_show_the_sender_address_and_ask_for_a_provider(

@@ -385,6 +385,40 @@ async def test_activity_shows_what_was_sent_withheld_and_waiting(
     ).keys() == {"limit"}
 
 
+async def test_a_send_left_sending_for_15_minutes_is_flagged_as_maybe_not_sent(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    shop, _ = shops
+    async with sessionmaker()() as session:
+        for email, minutes in (("new@example.com", 1), ("old@example.com", 20)):
+            enrollment = Enrollment(
+                shop_id=shop.id or 0,
+                flow="abandoned_cart",
+                subject=f"checkout:{email}",
+                email=email,
+                steps=DEFAULT_STEPS["abandoned_cart"],
+            )
+            session.add(enrollment)
+            await session.flush()
+            claimed = utcnow() - timedelta(minutes=minutes)
+            session.add(
+                Send(shop_id=shop.id or 0, enrollment_id=enrollment.id or 0, step=0, email=email,
+                     status=SendStatus.SENDING, claimed_at=claimed)
+            )  # fmt: skip
+        await session.commit()
+
+    sends = (await server.get("/api/activity", headers=bearer(shop))).json()["sends"]
+
+    by_email = {send["email"]: send for send in sends}
+    assert by_email["old@example.com"]["stuck"] is True
+    assert by_email["old@example.com"]["status"] == "sending"
+    assert by_email["old@example.com"]["note"] == (
+        "may not have been sent — check your mail provider's log"
+    )
+    assert by_email["new@example.com"]["stuck"] is False
+    assert by_email["new@example.com"]["note"] is None
+
+
 async def test_a_data_requests_export_downloads_as_json(
     server: httpx.AsyncClient, shops: tuple[Shop, Shop]
 ) -> None:
