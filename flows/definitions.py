@@ -188,7 +188,7 @@ def _validate_step(name: str, step: dict[str, Any]) -> None:
     if not isinstance(offers, dict) or set(offers) - set(SEGMENTS):
         raise FlowDefinitionError(f"offers are by segment: {', '.join(SEGMENTS)}")
     for offer in (step.get("offer"), *offers.values()):
-        _validate_offer(offer)
+        validate_offer(offer)
     _validate_conditions(step.get("conditions") or {})
     _validate_question(step.get("question"))
     _validate_overrides(step.get("overrides") or {})
@@ -250,7 +250,8 @@ def _validate_template(name: str, template: Any) -> None:
 OFFER_FIELDS = frozenset({"kind", "value", "expires_hours", "minimum_subtotal"})
 
 
-def _validate_offer(offer: Any) -> None:
+def validate_offer(offer: Any) -> None:
+    """One stored offer (or None), as a step's `offer` or one of its `offers`."""
     if offer is None:
         return
     if not isinstance(offer, dict) or set(offer) - OFFER_FIELDS:

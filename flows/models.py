@@ -1,6 +1,6 @@
 """Flows as data, and the rows that make every scheduled step real before Redis sees it."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -103,6 +103,16 @@ class Send(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     claimed_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+# A claim reaches the mail server within seconds. Still `sending` after this, the worker died in
+# between; it is never retried (no email twice), so the merchant must check their provider.
+STUCK_AFTER = timedelta(minutes=15)
+STUCK_NOTE = "may not have been sent — check your mail provider's log"
+
+
+def may_not_have_been_sent(send: Send, now: datetime) -> bool:
+    return send.status == SendStatus.SENDING and now - send.claimed_at > STUCK_AFTER
 
 
 class Click(SQLModel, table=True):

@@ -2,12 +2,11 @@
 edit is validated as a whole and bumps the flow's version; running enrollments keep theirs."""
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.commerce.offers import Offer, OfferError
 from app.db import utcnow
 from app.shops.models import Shop
 from flows import engine, repository
@@ -16,8 +15,11 @@ from flows.definitions import (
     DEFAULT_STEPS,
     FLOW_NAMES,
     MAX_DELAY,
+    SEGMENTS,
+    WINBACK,
     FlowDefinitionError,
     settings_for,
+    validate_offer,
     validate_settings,
     validate_steps,
     validate_timing,
@@ -129,8 +131,8 @@ def parse_offer(text: str) -> dict[str, Any] | None:
     else:
         offer = {"kind": "fixed_amount", "value": word}
     try:
-        Offer.from_step({"offer": offer})
-    except OfferError as exc:
+        validate_offer(offer)  # as the whole flow's validation would, to name this offer's field
+    except FlowSettingError as exc:
         raise FlowSettingError(f"{text!r}: {exc}") from exc
     return offer
 
@@ -145,6 +147,39 @@ async def set_step_offer(
         existing.pop("offers", None)
         if offer:
             existing["offer"] = offer
+
+    return await _edit_step(session, shop, name, step, change)
+
+
+# What a segment's offer keeps when the merchant changes how much it gives: how long it lasts
+# and the smallest cart it needs are not in the words "20%" (win-back's last 14 days).
+KEPT_OFFER_TERMS = ("expires_hours", "minimum_subtotal")
+
+
+async def set_step_segment_offers(
+    session: AsyncSession,
+    shop: Shop,
+    name: str,
+    step: int,
+    offers: Mapping[str, dict[str, Any] | None],
+) -> Flow:
+    """Set the win-back offer of some customer segments (None: that segment gets none); the
+    other segments keep theirs. Applies to new enrollments."""
+    if name != WINBACK:
+        raise FlowSettingError("offers by customer segment are for win-back steps only")
+    unknown = set(offers) - set(SEGMENTS)
+    if unknown:
+        raise FlowSettingError(f"segments are {', '.join(SEGMENTS)}, not {sorted(unknown)[0]!r}")
+
+    def change(existing: dict[str, Any]) -> None:
+        by_segment = dict(existing.get("offers") or {})
+        for segment, offer in offers.items():
+            previous = by_segment.get(segment) or {}
+            kept = {term: previous[term] for term in KEPT_OFFER_TERMS if term in previous}
+            by_segment[segment] = {**offer, **kept} if offer else None
+        # A single `offer` would win over every segment's (flows.engine), so it goes.
+        existing.pop("offer", None)
+        existing["offers"] = by_segment
 
     return await _edit_step(session, shop, name, step, change)
 

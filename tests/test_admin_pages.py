@@ -1,6 +1,7 @@
 """The merchant's admin pages: SVG charts, and every page as a signed-in merchant sees it, with
 the admin's session cookie or loaded inside Shopify with an id token."""
 
+import json
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -277,6 +278,8 @@ async def test_each_page_renders_for_a_signed_in_merchant(
     ]
     scripts = [attrs["src"].split("?")[0] for tag, attrs in found.elements if tag == "script"]
     assert scripts == ["/admin/static/admin.js"]
+    (sign_out,) = found.all("form", data_api="/api/session/sign-out", data_method="POST")
+    assert "Sign out" in found.text("button")
 
 
 async def test_a_new_shop_is_shown_what_to_do_first(server: httpx.AsyncClient, shop: Shop) -> None:
@@ -362,6 +365,7 @@ async def sent_email(shop: Shop, flow: str = "abandoned_cart", **send: Any) -> t
             sent_at=utcnow() if send.get("status", SendStatus.SENT) == SendStatus.SENT else None,
             error=send.get("error"),
             discount_code=send.get("discount_code"),
+            claimed_at=send.get("claimed_at") or utcnow(),
         )
         session.add(row)
         await session.flush()
@@ -473,6 +477,12 @@ async def test_the_editor_shows_steps_settings_words_and_a_preview_of_the_chosen
     # The frame loads with the same cookie.
     preview = await server.get(frame["src"])
     assert preview.status_code == 200 and "<html" in preview.text.lower()
+    # The merchant's words and product titles are in it: no script may run there.
+    policy = [part.strip() for part in preview.headers["content-security-policy"].split(";")]
+    assert {"default-src 'none'", "img-src https: data:", "sandbox"} <= set(policy)
+    assert not any(part.startswith("script-src") for part in policy)
+    assert preview.headers["x-content-type-options"] == "nosniff"
+    assert preview.headers["content-type"].startswith("text/html")
     test_form = found.all("form", data_api="/api/flows/abandoned_cart/steps/{step}/test")
     assert test_form and found.all("input", name="email", type="email")
 
@@ -509,6 +519,36 @@ async def test_the_editor_shows_saved_changes_and_its_fields_are_where_the_api_n
             assert problem["field"] in names, problem
 
 
+async def test_win_back_offers_are_edited_per_segment_with_errors_next_to_their_field(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sign_in(server, shop)
+    headers = {"X-Rebound-CSRF": (await server.get("/api/session")).json()["csrf"]}
+    saved = await server.put(
+        "/api/flows/winback/steps/1", json={"offers": {"top": "25%"}}, headers=headers
+    )
+    assert saved.status_code == 200, saved.text
+
+    found = await page(server, "/admin/flows/winback")
+
+    (form,) = found.all("form", data_api="/api/flows/winback/steps/1")
+    fields = {a["name"]: a for a in found.all("input") if a.get("name", "").startswith("offers.")}
+    assert {name: a["value"] for name, a in fields.items()} == {
+        "offers.top": "25%", "offers.regular": "15%", "offers.one_time": "10%",
+    }  # fmt: skip
+    # The step with offers by segment has no single offer field; the others keep theirs.
+    assert [a["id"] for a in found.all("input", name="offer")] == ["s2-offer", "s3-offer"]
+    labels = set(found.text("label"))
+    assert {"Top customers", "Regular customers", "One-time buyers"} <= labels
+    hint_ids = {a.get("id") for a in found.all("p", **{"class": "hint"})}
+    for attrs in fields.values():
+        assert attrs["aria-describedby"] in hint_ids
+    refused = await server.put(
+        "/api/flows/winback/steps/1", json={"offers": {"one_time": "lots"}}, headers=headers
+    )
+    assert [problem["field"] for problem in refused.json()["detail"]] == ["offers.one_time"]
+
+
 async def test_an_unknown_flow_is_not_found(server: httpx.AsyncClient, shop: Shop) -> None:
     sign_in(server, shop)
 
@@ -527,8 +567,8 @@ async def test_every_form_sends_to_an_api_route_that_exists(
         found = await page(server, path)
         csrf = found.all("meta", name="rebound-csrf")[0]["content"]
         for form in found.all("form"):
-            if "data-api" not in form:
-                continue
+            if "data-api" not in form or form["data-api"] == "/api/session/sign-out":
+                continue  # signing out: tests/test_api.py, and it would end this session
             url = form["data-api"].replace("{step}", "1")
             response = await server.request(
                 form["data-method"], url, json={}, headers={"X-Rebound-CSRF": csrf}
@@ -577,6 +617,32 @@ async def test_activity_lists_sent_skipped_failed_and_waiting_with_reasons(
     ):
         assert text in cells, text
     assert {"Sent", "Skipped", "Failed"} <= set(found.text("span"))
+
+
+async def test_an_email_left_sending_is_flagged_once_it_may_never_have_been_sent(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sending = SendStatus.SENDING
+    await sent_email(shop, email="now@example.com", status=sending)
+    await sent_email(
+        shop, email="stuck@example.com", status=sending, claimed_at=utcnow() - timedelta(minutes=16)
+    )
+    sign_in(server, shop)
+
+    found = await page(server, "/admin/activity")
+
+    rows = {row[3]: row for row in _table_rows(found)}
+    assert rows["stuck@example.com"][4:] == [
+        "May not have been sent",
+        "may not have been sent — check your mail provider's log",
+    ]
+    assert rows["now@example.com"][4:] == ["Sending", ""]  # a moment ago: on its way
+
+
+def _table_rows(found: Page) -> list[list[str]]:
+    """The activity's sent-email rows, as the cells' texts (badges included)."""
+    cells = found.text("td")
+    return [cells[i : i + 6] for i in range(0, len(cells), 6) if "@" in cells[i + 3]]
 
 
 async def test_settings_show_the_sender_address_and_ask_for_a_provider(
@@ -665,6 +731,34 @@ async def test_a_test_shows_each_variant_with_its_chance_to_be_best(
     assert [f for f in found.all("form") if f.get("data-api", "").endswith("/stop")]
 
 
+async def test_a_new_test_has_no_holdout_unless_asked_and_the_weights_the_merchant_sets(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    sign_in(server, shop)
+
+    form_page = await page(server, "/admin/tests")
+
+    # No holdout unless the merchant asks for one; each variant's weight is theirs to set.
+    assert form_page.all("input", name="holdout", value="0")
+    weights = [a for a in form_page.all("input") if a.get("name", "").endswith(".weight")]
+    assert [(a["name"], a["value"]) for a in weights] == [
+        ("variants.0.weight", "1"), ("variants.1.weight", "1"),
+    ]  # fmt: skip
+    (form,) = form_page.all("form", data_api="/api/tests")
+    # What admin.js sends: data-extra's variant keys, with the weights set where they stand.
+    body = json.loads(form["data-extra"])
+    body["variants"][0]["weight"], body["variants"][1]["weight"] = 0, 1
+    headers = {"X-Rebound-CSRF": form_page.all("meta", name="rebound-csrf")[0]["content"]}
+    new = {"flow": "abandoned_cart", "step_key": "last_call", "holdout": 0, **body}
+    refused = await server.post("/api/tests", json=new, headers=headers)
+    assert [p["field"] for p in refused.json()["detail"]] == ["variants.0.weight"]
+    body["variants"][0]["weight"] = 3
+    started = await server.post("/api/tests", json=new, headers=headers)
+    assert started.status_code == 201, started.text
+    assert [v["weight"] for v in started.json()["variants"]] == [3, 1]
+    assert started.json()["holdout"] == 0
+
+
 # --- inside Shopify --------------------------------------------------------------------------
 
 
@@ -686,6 +780,7 @@ async def test_inside_shopify_the_page_loads_app_bridge_and_nothing_else_from_el
     assert found.all("meta", name="shopify-api-key", content=SHOPIFY_CLIENT_ID)
     assert found.external_urls() == [APP_BRIDGE]
     assert found.all("meta", name="rebound-csrf") == []  # the script uses id tokens instead
+    assert found.all("form", data_api="/api/session/sign-out") == []  # Shopify's session
     # Shopify's headers for an embedded page, and no policy that would stop it being framed.
     assert "frame-ancestors" in response.headers.get("content-security-policy", "")
     assert "'none'" not in response.headers.get("content-security-policy", "")
@@ -739,4 +834,4 @@ async def test_without_the_analytics_module_pages_say_figures_are_not_available(
     assert overview.all("svg") == []
     assert flows.text("p").count("Revenue figures are not available yet.") == 3
     assert "Tests are not available yet" in tests.text("h2")
-    assert tests.all("form") == []
+    assert [form["data-api"] for form in tests.all("form")] == ["/api/session/sign-out"]

@@ -44,6 +44,7 @@ SHOP_B = "shop-b.myshopify.com"
 # Every endpoint of the API: (method, path, body). Ids in paths are filled in per test.
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/session", None),
+    ("POST", "/api/session/sign-out", None),
     ("GET", "/api/shop", None),
     (
         "PATCH",
@@ -274,6 +275,33 @@ async def test_a_shopify_session_token_names_its_shop(
     assert mine.status_code == 200, mine.text
     assert mine.json() == {"shop": SHOP_A, "platform": "shopify", "csrf": None}
     assert refused.status_code == 401
+    assert "x-shopify-retry-invalid-session-request" not in mine.headers
+
+
+async def test_a_bad_shopify_session_token_asks_app_bridge_to_retry_and_an_api_token_never_does(
+    server: httpx.AsyncClient, standin: ShopifyStandin, shops: tuple[Shop, Shop]
+) -> None:
+    shop, _ = shops
+    expired = standin.id_token(SHOP_A, lifetime=-60)
+    forged = standin.id_token(SHOP_A, secret="x" * 40)
+    old_api_token = "rb_" + security.sign("api", {"shop": shop.id, "exp": 1})
+    unknown_store = standin.id_token("nowhere.myshopify.com")
+
+    def answer(token: str) -> Any:
+        return server.put(
+            "/api/flows/abandoned_cart/steps/1",
+            json={"delay": "2h"},
+            headers={"Authorization": f"Bearer {token}".strip()},
+        )
+
+    for token in (expired, forged, "", "undefined"):  # "" and "undefined": no token came yet
+        response = await answer(token)
+        assert response.status_code == 401, token
+        assert response.headers["x-shopify-retry-invalid-session-request"] == "1", token
+    for token in (old_api_token, issue_token(shop)[:-4] + "AAAA", unknown_store):
+        response = await answer(token)
+        assert response.status_code == 401, token
+        assert "x-shopify-retry-invalid-session-request" not in response.headers, token
 
 
 # --- one shop never reaches another ----------------------------------------------------------
@@ -296,6 +324,8 @@ async def test_shop_a_never_reads_or_changes_shop_b(
 
     answers = {}
     for method, path, body in ENDPOINTS:
+        if path == "/api/session/sign-out":
+            continue  # a cookie session's: test_signing_out_ends_the_session_for_every_copy
         if "/api/tests" in path or path == "/api/overview":
             continue  # app.analytics: see test_overview_and_ab_tests_are_per_shop and
             # test_shop_b_figures_carts_and_tests_never_reach_shop_a
@@ -353,6 +383,40 @@ async def test_activity_shows_what_was_sent_withheld_and_waiting(
     assert field_errors(
         await server.get("/api/activity", params={"limit": 0}, headers=bearer(shop))
     ).keys() == {"limit"}
+
+
+async def test_a_send_left_sending_for_15_minutes_is_flagged_as_maybe_not_sent(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    shop, _ = shops
+    async with sessionmaker()() as session:
+        for email, minutes in (("new@example.com", 1), ("old@example.com", 20)):
+            enrollment = Enrollment(
+                shop_id=shop.id or 0,
+                flow="abandoned_cart",
+                subject=f"checkout:{email}",
+                email=email,
+                steps=DEFAULT_STEPS["abandoned_cart"],
+            )
+            session.add(enrollment)
+            await session.flush()
+            claimed = utcnow() - timedelta(minutes=minutes)
+            session.add(
+                Send(shop_id=shop.id or 0, enrollment_id=enrollment.id or 0, step=0, email=email,
+                     status=SendStatus.SENDING, claimed_at=claimed)
+            )  # fmt: skip
+        await session.commit()
+
+    sends = (await server.get("/api/activity", headers=bearer(shop))).json()["sends"]
+
+    by_email = {send["email"]: send for send in sends}
+    assert by_email["old@example.com"]["stuck"] is True
+    assert by_email["old@example.com"]["status"] == "sending"
+    assert by_email["old@example.com"]["note"] == (
+        "may not have been sent — check your mail provider's log"
+    )
+    assert by_email["new@example.com"]["stuck"] is False
+    assert by_email["new@example.com"]["note"] is None
 
 
 async def test_a_data_requests_export_downloads_as_json(
@@ -527,6 +591,38 @@ async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
     assert [s["key"] for s in untouched["steps"]] == ["reminder", "still_there", "last_call"]
 
 
+async def test_each_win_back_segment_gets_its_own_offer(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop]
+) -> None:
+    shop, other = shops
+
+    changed = await server.put(
+        "/api/flows/winback/steps/1",
+        headers=bearer(shop),
+        json={"offers": {"top": "25%", "one_time": "none", "regular": "free-shipping"}},
+    )
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["version"] == 2
+    assert changed.json()["steps"][0]["offers"] == {
+        "top": "25%", "regular": "free-shipping", "one_time": "none",
+    }  # fmt: skip
+    stored = (await server.get("/api/flows/winback/steps", headers=bearer(shop))).json()
+    offers = stored["steps"][0]["offers"]
+    # How long an offer lasts is not in "25%": the step's 14 days stay.
+    assert offers["top"] == {"kind": "percentage", "value": "25", "expires_hours": 14 * 24}
+    assert offers["one_time"] is None
+    again = await server.put(
+        "/api/flows/winback/steps/1", headers=bearer(shop), json={"offers": {"top": "5.00"}}
+    )
+    assert again.json()["steps"][0]["offers"] == {
+        "top": "5.00", "regular": "free-shipping", "one_time": "none",
+    }  # fmt: skip
+    theirs = (await server.get("/api/flows", headers=bearer(other))).json()
+    winback = next(flow for flow in theirs if flow["name"] == "winback")
+    assert winback["steps"][0]["offers"]["top"] == "20%"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
@@ -536,6 +632,17 @@ async def test_a_flow_is_edited_as_data_step_by_step_or_whole(
         # The valid delay is not kept either: one refusal refuses the whole request.
         ("PUT", "/api/flows/abandoned_cart/steps/3", {"delay": "2h", "offer": "95%"}, "offer"),
         ("PUT", "/api/flows/abandoned_cart/steps/2", {"offer": "ten"}, "offer"),
+        ("PUT", "/api/flows/winback/steps/1", {"offers": {"top": "95%"}}, "offers.top"),
+        # The valid top offer is not kept either.
+        (
+            "PUT",
+            "/api/flows/winback/steps/1",
+            {"offers": {"top": "25%", "regular": "ten"}},
+            "offers.regular",
+        ),
+        ("PUT", "/api/flows/winback/steps/1", {"offers": {"vip": "30%"}}, "offers.vip"),
+        # Only win-back knows a customer's segment.
+        ("PUT", "/api/flows/abandoned_cart/steps/3", {"offers": {"top": "10%"}}, "offers"),
         (
             "PUT",
             "/api/flows/abandoned_cart/steps/1",
@@ -726,6 +833,39 @@ async def test_the_admin_link_signs_in_once_and_the_cookie_needs_the_csrf_header
     assert by_token.status_code == 200 and by_token.json()["domain"] == SHOP_B
 
 
+async def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(
+    server: httpx.AsyncClient, shops: tuple[Shop, Shop], redis: Any
+) -> None:
+    shop, _ = shops
+    signed_in = await server.get("/admin/login?" + urlsplit(admin_login_link(shop)).query)
+    cookie = {"Cookie": f"{SESSION_COOKIE}={cookie_from(signed_in)}"}
+    csrf = {CSRF_HEADER: csrf_token(cookie_from(signed_in))}
+    other = session_cookie(shop)  # the same merchant signed in on another computer
+
+    without_csrf = await server.post("/api/session/sign-out", headers=cookie)
+    by_token = await server.post("/api/session/sign-out", headers=bearer(shop))
+    assert without_csrf.status_code == 403 and by_token.status_code == 400
+    assert (await server.get("/api/session", headers=cookie)).status_code == 200
+
+    signed_out = await server.post("/api/session/sign-out", headers={**cookie, **csrf})
+
+    assert signed_out.status_code == 204, signed_out.text
+    cleared = signed_out.headers["set-cookie"].lower()
+    assert cleared.startswith(f"{SESSION_COOKIE}=") and "max-age=0" in cleared
+    # The copied cookie, sent again, is refused by the API and the pages alike.
+    assert (await server.get("/api/session", headers=cookie)).status_code == 401
+    changed = await server.patch("/api/shop", json={"timezone": "UTC"}, headers={**cookie, **csrf})
+    assert changed.status_code == 401
+    page = await server.get("/admin/flows", headers=cookie)
+    assert page.status_code == 401 and "rebound admin-link" in page.text
+    # Until the cookie would have expired, and no longer.
+    ttl = await redis.ttl(next(iter(await redis.keys("admin-session-ended:*"))))
+    assert 8 * 3600 - 60 < ttl <= 8 * 3600
+    # Other sessions of the shop go on.
+    still = await server.get("/api/session", headers={"Cookie": f"{SESSION_COOKIE}={other}"})
+    assert still.status_code == 200
+
+
 async def test_a_sign_in_link_that_expired_or_was_forged_is_refused(
     server: httpx.AsyncClient, shops: tuple[Shop, Shop], redis: Any
 ) -> None:
@@ -754,10 +894,11 @@ async def test_two_browsers_racing_with_one_link_sign_in_once(
 
 
 async def test_admin_pages_accept_the_cookie_or_shopifys_document_load(
-    shops: tuple[Shop, Shop], standin: ShopifyStandin
+    shops: tuple[Shop, Shop], standin: ShopifyStandin, redis: Any
 ) -> None:
     shop, _ = shops
     app = FastAPI()
+    app.state.redis = redis  # signed-out sessions are kept there
     from app.api.auth import PageAuthError
     from app.main import _page_not_signed_in
 

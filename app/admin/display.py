@@ -70,12 +70,18 @@ def offer_words(offer: dict[str, Any] | None) -> str:
     return str(offer.get("value", ""))
 
 
-def segment_offers(step: dict[str, Any]) -> list[tuple[str, str]]:
-    """Win-back's richer offers by customer segment, as (segment, words)."""
-    names = {"top": "Top customers", "regular": "Regular customers", "one_time": "One-time buyers"}
+SEGMENT_NAMES = {
+    "top": "Top customers",
+    "regular": "Regular customers",
+    "one_time": "One-time buyers",
+}
+
+
+def segment_offers(step: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Win-back's offers by customer segment, every segment, as (segment, name, words)."""
+    offers = step.get("offers") or {}
     return [
-        (names.get(segment, segment), offer_words(offer))
-        for segment, offer in (step.get("offers") or {}).items()
+        (segment, name, offer_words(offers.get(segment))) for segment, name in SEGMENT_NAMES.items()
     ]
 
 

@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from app.admin import charts, display, figures
 from app.api.auth import SESSION_COOKIE, PageShop, csrf_token
-from app.db import SessionDep
+from app.db import SessionDep, utcnow
 from app.inbox import repository as inbox
 from app.inbox.models import InboxStatus
 from app.mail import render
@@ -30,7 +30,7 @@ from app.settings import Settings, get_settings
 from app.shops.models import Shop
 from flows import repository as flows
 from flows.definitions import ABANDONED_CART, DEFAULT_SETTINGS, FLOW_NAMES, settings_for
-from flows.models import Enrollment, Send
+from flows.models import STUCK_NOTE, Enrollment, Send, may_not_have_been_sent
 from flows.service import FlowSettingError, shop_flow
 
 router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
@@ -328,16 +328,17 @@ class ActivityRow:
     flow: str
     step: str
     email: str
-    status: str  # sent, skipped, failed, sending, waiting
+    status: str  # sent, skipped, failed, sending, stuck (sending too long), waiting, ended
     note: str
 
 
-def _sent_row(send: Send, enrollment: Enrollment, shop: Shop) -> ActivityRow:
+def _sent_row(send: Send, enrollment: Enrollment, shop: Shop, now: datetime) -> ActivityRow:
     if 0 <= send.step < len(enrollment.steps):
         step = display.step_title(enrollment.steps[send.step], send.step + 1)
     else:
         step = "Customer-service alert"
-    note = send.error or ""
+    stuck = may_not_have_been_sent(send, now)
+    note = "; ".join(part for part in (STUCK_NOTE if stuck else "", send.error or "") if part)
     if send.offer_skipped:
         note = f"{note}; offer withheld: {send.offer_skipped}".lstrip("; ")
     elif send.discount_code:
@@ -347,7 +348,7 @@ def _sent_row(send: Send, enrollment: Enrollment, shop: Shop) -> ActivityRow:
         enrollment.flow,
         step,
         send.email,
-        send.status.value,
+        "stuck" if stuck else send.status.value,
         note,
     )
 
@@ -408,12 +409,13 @@ async def activity_page(request: Request, shop: PageShop, session: SessionDep) -
     sent = await flows.recent_activity(session, shop.id, ACTIVITY_LIMIT)
     waiting = await flows.waiting_enrollments(session, shop.id, ACTIVITY_LIMIT)
     ended = await flows.ended_enrollments(session, shop.id, ACTIVITY_LIMIT)
+    now = utcnow()
     return _page(
         request,
         shop,
         "admin/activity.html",
         "Activity",
-        rows=[_sent_row(send, enrollment, shop) for send, enrollment in sent],
+        rows=[_sent_row(send, enrollment, shop, now) for send, enrollment in sent],
         waiting=[_waiting_row(enrollment, shop) for enrollment in waiting],
         ended=[_ended_row(enrollment, shop) for enrollment in ended],
         limit=ACTIVITY_LIMIT,

@@ -8,9 +8,9 @@ from pydantic import BaseModel
 
 from app.api.auth import ShopDep
 from app.api.errors import RESPONSES
-from app.db import SessionDep
+from app.db import SessionDep, utcnow
 from flows import repository as flows_repository
-from flows.models import Enrollment, Send
+from flows.models import STUCK_NOTE, Enrollment, Send, may_not_have_been_sent
 
 router = APIRouter(prefix="/api", tags=["activity"], responses=RESPONSES)
 
@@ -22,6 +22,9 @@ class SendActivity(BaseModel):
     email: str
     status: str  # sending, sent, failed, skipped
     note: str | None  # why it was skipped or failed, the code it carried, an offer withheld
+    # Still `sending` 15 minutes after it was claimed: the worker stopped before or while handing
+    # it to the mail server, and it is never retried. Only the provider's log can tell.
+    stuck: bool = False
 
 
 class WaitingActivity(BaseModel):
@@ -45,8 +48,9 @@ class Activity(BaseModel):
     ended: list[EndedActivity]  # series stopped before their end, and why
 
 
-def _note(send: Send) -> str | None:
-    notes = [send.error] if send.error else []
+def _note(send: Send, stuck: bool) -> str | None:
+    notes = [STUCK_NOTE] if stuck else []
+    notes += [send.error] if send.error else []
     if send.offer_skipped:
         notes.append(f"offer withheld: {send.offer_skipped}")
     elif send.discount_code:
@@ -63,6 +67,18 @@ def _step_key(enrollment: Enrollment, step: int | None) -> str:
     return str(steps[step].get("key") or step + 1) if step < len(steps) else str(step + 1)
 
 
+def _send_activity(send: Send, enrollment: Enrollment, stuck: bool) -> SendActivity:
+    return SendActivity(
+        at=send.claimed_at,
+        flow=enrollment.flow,
+        step=_step_key(enrollment, send.step),
+        email=send.email,
+        status=send.status.value,
+        note=_note(send, stuck),
+        stuck=stuck,
+    )
+
+
 @router.get("/activity")
 async def activity(
     shop: ShopDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
@@ -73,16 +89,10 @@ async def activity(
     sends = await flows_repository.recent_activity(session, shop.id, limit)
     waiting = await flows_repository.waiting_enrollments(session, shop.id, limit)
     ended = await flows_repository.ended_enrollments(session, shop.id, limit)
+    now = utcnow()
     return Activity(
         sends=[
-            SendActivity(
-                at=send.claimed_at,
-                flow=enrollment.flow,
-                step=_step_key(enrollment, send.step),
-                email=send.email,
-                status=send.status.value,
-                note=_note(send),
-            )
+            _send_activity(send, enrollment, may_not_have_been_sent(send, now))
             for send, enrollment in sends
         ],
         waiting=[

@@ -9,6 +9,8 @@ admin's session cookie.
   or the WooCommerce connect flow's done page). It sets the `rebound_admin` cookie. A request
   that uses the cookie to change anything must also send `X-Rebound-CSRF`, a token derived from
   the cookie (`csrf_token`): another site can make the browser send the cookie, never the header.
+  Signing out (`end_session`) revokes the cookie's session id in Redis until the cookie would
+  have expired, so a copy of the cookie stops working too.
 """
 
 import hashlib
@@ -23,6 +25,7 @@ from fastapi import Depends, HTTPException, Request, Response
 
 from app import security
 from app.db import SessionDep
+from app.redis import RedisDep
 from app.settings import get_settings
 from app.shops import repository as shops
 from app.shops.models import Shop
@@ -37,6 +40,8 @@ SESSION_COOKIE = "rebound_admin"
 SESSION_TTL = 8 * 3600
 CSRF_HEADER = "X-Rebound-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Shopify's answer to a bad session token on a fetch: App Bridge retries with a fresh token.
+RETRY_INVALID_SESSION = {"X-Shopify-Retry-Invalid-Session-Request": "1"}
 
 
 def issue_token(shop: Shop, days: int = 30) -> str:
@@ -94,11 +99,50 @@ def session_cookie(shop: Shop) -> str:
     return security.sign(SESSION, payload)
 
 
+@dataclass(frozen=True)
+class AdminSession:
+    shop_id: int
+    sid: str
+    seconds_left: int
+
+
+def read_session_cookie(cookie: str) -> AdminSession | None:
+    """A session cookie this server signed and that has not expired; whether it was signed out
+    is Redis's to say (`admin-session-ended:<sid>`)."""
+    shop_id = _signed_shop_id(SESSION, cookie)
+    payload = security.unsign(SESSION, cookie) or {}
+    if shop_id is None or not isinstance(payload.get("sid"), str):
+        return None
+    return AdminSession(shop_id, payload["sid"], max(1, payload["exp"] - int(time.time())))
+
+
+def _ended_key(sid: str) -> str:
+    return f"admin-session-ended:{sid}"
+
+
+async def end_session(redis: RedisDep, cookie: str) -> None:
+    """Sign the cookie's session out on the server: its id is refused until it would have
+    expired anyway, whoever holds a copy."""
+    admin_session = read_session_cookie(cookie)
+    if admin_session is not None:
+        await redis.set(_ended_key(admin_session.sid), "1", ex=admin_session.seconds_left)
+
+
 def set_session_cookie(response: Response, shop: Shop) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session_cookie(shop),
         max_age=SESSION_TTL,
+        httponly=True,
+        secure=get_settings().public_url.startswith("https://"),
+        samesite="lax",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE,
         httponly=True,
         secure=get_settings().public_url.startswith("https://"),
         samesite="lax",
@@ -148,17 +192,35 @@ def _installed(shop: Shop | None) -> Shop | None:
     return shop if shop is not None and shop.uninstalled_at is None else None
 
 
-async def _bearer_shop(request: Request, session: SessionDep, token: str) -> Shop | None:
-    if token.startswith(PREFIX):
-        shop_id = _signed_shop_id(API_TOKEN, token.removeprefix(PREFIX))
-        return await shops.get(session, shop_id) if shop_id else None
+async def _api_token_shop(session: SessionDep, token: str) -> Shop:
+    """The installed shop a Rebound API token (`rb_…`) names, or 401."""
+    shop_id = _signed_shop_id(API_TOKEN, token.removeprefix(PREFIX))
+    shop = _installed(await shops.get(session, shop_id) if shop_id else None)
+    if shop is None:
+        raise HTTPException(401, "this token is not valid for any installed shop")
+    return shop
+
+
+async def _session_token_shop(request: Request, session: SessionDep) -> Shop:
+    """The installed shop a Shopify session token names, or 401. A token that is missing,
+    expired or does not verify gets Shopify's retry header: App Bridge then fetches a fresh
+    token and sends the request once more (session tokens live a minute)."""
     domain = _shopify_domain(request)
-    return await shops.get_by_domain(session, "shopify", domain) if domain else None
+    if domain is None:
+        raise HTTPException(
+            401, "the Shopify session token is missing, expired or not valid", RETRY_INVALID_SESSION
+        )
+    shop = _installed(await shops.get_by_domain(session, "shopify", domain))
+    if shop is None:  # a fresh token would name the same shop: no retry
+        raise HTTPException(401, "Rebound is not installed on this store")
+    return shop
 
 
-async def _cookie_shop(session: SessionDep, cookie: str) -> Shop | None:
-    shop_id = _signed_shop_id(SESSION, cookie)
-    return await shops.get(session, shop_id) if shop_id else None
+async def _cookie_shop(session: SessionDep, redis: RedisDep, cookie: str) -> Shop | None:
+    admin_session = read_session_cookie(cookie)
+    if admin_session is None or await redis.exists(_ended_key(admin_session.sid)):
+        return None
+    return await shops.get(session, admin_session.shop_id)
 
 
 def _check_csrf(request: Request, cookie: str) -> None:
@@ -169,19 +231,19 @@ def _check_csrf(request: Request, cookie: str) -> None:
         raise HTTPException(403, f"send the {CSRF_HEADER} header from GET /api/session")
 
 
-async def current_caller(request: Request, session: SessionDep) -> Caller:
+async def current_caller(request: Request, session: SessionDep, redis: RedisDep) -> Caller:
     header = request.headers.get("authorization")
     cookie = request.cookies.get(SESSION_COOKIE)
     if header is not None:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() != "bearer":
             raise HTTPException(401, "send Authorization: Bearer <token>")
-        shop = _installed(await _bearer_shop(request, session, token.strip()))
-        if shop is None:
-            raise HTTPException(401, "this token is not valid for any installed shop")
-        return Caller(shop, "token")
+        if token.strip().startswith(PREFIX):
+            return Caller(await _api_token_shop(session, token.strip()), "token")
+        # Anything else, an empty token too, is App Bridge's (its token may not have come yet).
+        return Caller(await _session_token_shop(request, session), "token")
     if cookie:
-        shop = _installed(await _cookie_shop(session, cookie))
+        shop = _installed(await _cookie_shop(session, redis, cookie))
         if shop is None:
             raise HTTPException(401, "your admin session has ended: sign in again")
         _check_csrf(request, cookie)
@@ -209,7 +271,9 @@ class PageAuthError(Exception):
         self.response = response
 
 
-async def page_shop(request: Request, response: Response, session: SessionDep) -> Shop:
+async def page_shop(
+    request: Request, response: Response, session: SessionDep, redis: RedisDep
+) -> Shop:
     """The shop an admin page is for: the session cookie, or Shopify's embedded document load
     (`id_token` + `shop` in the query, verified by shopifyapp). For an embedded load, the headers
     Shopify requires (Content-Security-Policy frame-ancestors, …) are in
@@ -221,7 +285,7 @@ async def page_shop(request: Request, response: Response, session: SessionDep) -
         return await _embedded_shop(request, response, session)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        shop = _installed(await _cookie_shop(session, cookie))
+        shop = _installed(await _cookie_shop(session, redis, cookie))
         if shop is not None:
             _check_csrf(request, cookie)
             request.state.page_headers = {}

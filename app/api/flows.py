@@ -29,6 +29,16 @@ router = APIRouter(prefix="/api", tags=["flows"], responses=RESPONSES)
 TEST_EMAILS_PER_HOUR = 10
 EMAIL = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
 Lang = Annotated[str, Field(pattern="^[a-z]{2}$")]
+# The preview's HTML holds the merchant's words and product titles: opened on its own or in the
+# editor's frame, it runs no script, loads nothing but images, and is never taken for another type.
+PREVIEW_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",  # the shop's latest cart or order may be in it
+}
 FlowName = Annotated[str, Path(description=f"One of: {', '.join(FLOW_NAMES)}")]
 StepNumber = Annotated[int, Path(ge=1, description="The step's place in the flow, from 1")]
 
@@ -76,13 +86,25 @@ class Words(BaseModel):
     preheader: str | None = None  # the preview line inboxes show after the subject
 
 
+class SegmentOffers(BaseModel):
+    """Win-back's offer per customer segment, in the words `offer` takes; left out: unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: str | None = Field(default=None, examples=["25%"])
+    regular: str | None = None
+    one_time: str | None = None
+
+
 class StepChanges(BaseModel):
-    """Left out: unchanged. `offer`: "10%", "5.00", "free-shipping", or "none"/null for none."""
+    """Left out: unchanged. `offer`: "10%", "5.00", "free-shipping", or "none"/null for none.
+    `offers` (win-back): the same per customer segment, e.g. {"top": "25%"}."""
 
     model_config = ConfigDict(extra="forbid")
 
     delay: str | None = Field(default=None, examples=["24h"])
     offer: str | None = Field(default=None, examples=["10%"])
+    offers: SegmentOffers | None = None
     enabled: bool | None = None
     overrides: dict[str, Words] = {}
 
@@ -204,6 +226,8 @@ async def change_step(
         with refused_as("offer", FlowSettingError):
             offer = flows_service.parse_offer(changes.offer or "none")
             found = await flows_service.set_step_offer(session, shop, flow, number, offer)
+    if changes.offers is not None:
+        found = await _set_segment_offers(session, shop, flow, number, changes.offers)
     if changes.enabled is not None:
         found = await flows_service.set_step_enabled(session, shop, flow, number, changes.enabled)
     for lang, words in changes.overrides.items():
@@ -219,6 +243,18 @@ async def change_step(
                 )
     await session.commit()
     return _flow_settings(found)
+
+
+async def _set_segment_offers(
+    session: SessionDep, shop: Shop, flow: str, number: int, changes: SegmentOffers
+) -> Flow:
+    """Each segment's words are checked on their own field, then the step with the whole flow."""
+    offers = {}
+    for segment in sorted(changes.model_fields_set):
+        with refused_as(f"offers.{segment}", FlowSettingError):
+            offers[segment] = flows_service.parse_offer(getattr(changes, segment) or "none")
+    with refused_as("offers", FlowSettingError):
+        return await flows_service.set_step_segment_offers(session, shop, flow, number, offers)
 
 
 @router.get("/flows/{flow}/steps")
@@ -257,7 +293,7 @@ async def preview_step(
     text_part = message.get_body(preferencelist=("plain",))
     html = str(html_part.get_content()) if html_part else ""
     if format == "html":
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers=PREVIEW_HEADERS)
     return Preview(
         subject=str(message["Subject"]),
         sender=str(message["From"]),

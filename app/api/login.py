@@ -1,14 +1,23 @@
 """Signing in to the admin outside Shopify: a one-time link sets the session cookie; the admin's
-pages ask `GET /api/session` who they are and for the CSRF token."""
+pages ask `GET /api/session` who they are and for the CSRF token, and sign out with
+`POST /api/session/sign-out`."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
-from app.api.auth import CallerDep, read_login_token, set_session_cookie
+from app.api.auth import (
+    SESSION_COOKIE,
+    CallerDep,
+    clear_session_cookie,
+    end_session,
+    read_login_token,
+    set_session_cookie,
+)
+from app.api.errors import RESPONSES
 from app.db import SessionDep
 from app.mail.render import TEMPLATES
 from app.redis import RedisDep
@@ -40,10 +49,16 @@ async def admin_login(
     return response
 
 
-def signed_out_page(reason: str) -> HTMLResponse:
+def signed_out_page(reason: str, status_code: int = 401) -> HTMLResponse:
     """401, with what to do to get in."""
     template = pages.get_template("pages/admin_signed_out.html")
-    return HTMLResponse(template.render(reason=reason), status_code=401)
+    return HTMLResponse(template.render(reason=reason), status_code=status_code)
+
+
+@router.get("/admin/signed-out", tags=["admin"], response_class=HTMLResponse)
+async def signed_out() -> HTMLResponse:
+    """Where signing out lands: said plainly, with how to sign in again."""
+    return signed_out_page("You have signed out of Rebound.", status_code=200)
 
 
 class SessionInfo(BaseModel):
@@ -57,3 +72,17 @@ async def who_am_i(caller: CallerDep) -> SessionInfo:
     """The shop this request is signed in as, and the CSRF token a cookie session sends with
     every change (null for bearer tokens, which need none)."""
     return SessionInfo(shop=caller.shop.domain, platform=caller.shop.platform, csrf=caller.csrf)
+
+
+@router.post("/api/session/sign-out", tags=["api"], status_code=204, responses=RESPONSES)
+async def sign_out(request: Request, caller: CallerDep, redis: RedisDep) -> Response:
+    """End the admin's cookie session on the server (a copy of the cookie stops working too)
+    and drop the cookie. Bearer tokens have no session here: Rebound's expire by themselves,
+    Shopify's sessions are the Shopify admin's."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if caller.via != "cookie" or cookie is None:
+        raise HTTPException(400, "only an admin session signs out; bearer tokens expire")
+    await end_session(redis, cookie)
+    response = Response(status_code=204)
+    clear_session_cookie(response)
+    return response

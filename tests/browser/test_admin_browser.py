@@ -308,3 +308,56 @@ async def test_every_page_of_the_navigation_opens_with_its_heading_and_no_script
         await admin.shot(name)
 
     assert admin.problems == []
+
+
+# --- 7. win-back's offers per segment, and signing out -----------------------------------------
+
+
+async def test_a_segments_offer_is_saved_and_a_refused_one_is_named_next_to_its_field(
+    admin: Admin, shop: Shop
+) -> None:
+    page = admin.page
+    await admin.sign_in(shop)
+    await admin.visit("/admin/flows/winback", "winback-editor")
+    step = step_form(page, "We miss you")
+
+    await step.get_by_label("Top customers").fill("25%")
+    await step.get_by_label("One-time buyers").fill("")
+    await step.get_by_role("button", name="Save step 1").click()
+    await expect(step.get_by_role("status")).to_have_text("Step 1 saved.")
+    stored = await stored_flow(shop, "winback")
+    offers = stored.steps[0]["offers"]
+    assert offers["top"]["value"] == "25" and offers["one_time"] is None
+    assert offers["regular"]["value"] == "15"  # not sent: unchanged
+
+    regular = step.get_by_label("Regular customers")
+    await regular.fill("lots")
+    await step.get_by_role("button", name="Save step 1").click()
+    error = regular.locator("xpath=..").get_by_role("alert")
+    await expect(error).to_contain_text("'lots'")
+    await expect(regular).to_have_attribute("aria-invalid", "true")
+    described = (await regular.get_attribute("aria-describedby") or "").split()
+    assert described == ["s1-offers-hint", await error.get_attribute("id")]
+    await admin.shot("segment-offer-refused")
+    assert (await stored_flow(shop, "winback")).version == stored.version
+
+    await admin.reload("winback-after-save")
+    await expect(step_form(page, "We miss you").get_by_label("Top customers")).to_have_value("25%")
+
+
+async def test_signing_out_ends_the_session_even_for_a_copied_cookie(
+    admin: Admin, shop: Shop, server: httpx.AsyncClient
+) -> None:
+    page = admin.page
+    await admin.sign_in(shop)
+    (copied,) = [c for c in await page.context.cookies() if c["name"] == "rebound_admin"]
+
+    await page.get_by_role("button", name="Sign out").click()
+
+    await expect(page.get_by_role("heading", level=1)).to_have_text(
+        "You have signed out of Rebound."
+    )
+    await admin.shot("signed-out")
+    assert [c for c in await page.context.cookies() if c["name"] == "rebound_admin"] == []
+    again = await server.get("/admin", headers={"Cookie": f"rebound_admin={copied['value']}"})
+    assert again.status_code == 401 and "not signed in" in again.text

@@ -258,7 +258,8 @@
       if (!response.ok) { status(form, ""); showErrors(form, response); return; }
       if (form.hasAttribute("data-changed-only")) remember(form);
       status(form, form.getAttribute("data-done") || "Saved.");
-      if (form.hasAttribute("data-reload")) window.location.reload();
+      if (form.hasAttribute("data-go")) window.location.assign(form.getAttribute("data-go"));
+      else if (form.hasAttribute("data-reload")) window.location.reload();
       else if (form.closest(".editor")) refreshPreview();
     }, function () {
       busy(form, button, false);
