@@ -1,0 +1,310 @@
+"""Faults the platforms and the infrastructure cause, on the real parts: webhooks delivered more
+than once and out of order, the database unreachable while webhooks arrive, the mail server down
+when a step is due, and the JSON API fuzzed from its own OpenAPI schema."""
+
+import json
+import random
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import time_machine
+from arq.connections import ArqRedis
+from arq.constants import default_queue_name, job_key_prefix
+from sqlmodel import col, select
+
+from app.commerce.models import Checkout, Order, Refund, Shipment
+from app.db import sessionmaker, utcnow
+from app.inbox.models import InboxEntry, InboxStatus
+from app.queue import Jobs
+from app.shops.models import Shop
+from app.shops.service import connect_shopify
+from flows import service as flows_service
+from flows.definitions import HOUR
+from flows.models import Enrollment, EnrollmentStatus, Send
+from integrations.shopify.standin import ShopifyStandin
+from tests.conftest import SHOP_SECRET, Mailbox, wait_for
+from tests.shopify import fixture, headers_for
+from tests.test_flow_timeline import work
+
+# A Monday morning, in whole seconds; the clock stands here until a test moves it.
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+IN_ORDER = "in-order.myshopify.com"
+SHUFFLED = "shuffled.myshopify.com"
+REVERSED = "reversed.myshopify.com"
+
+
+@pytest.fixture
+def clock() -> Iterator[time_machine.Traveller]:
+    with time_machine.travel(START, tick=False) as traveller:
+        yield traveller
+
+
+# --- a store's week of webhooks --------------------------------------------------------------
+
+
+def ago(**delta: float) -> str:
+    return (START - timedelta(**delta)).isoformat()
+
+
+def checkout(email: str, token: str, *, created: str, updated: str) -> dict[str, Any]:
+    payload = fixture("checkouts_create")
+    payload.update(
+        token=token, cart_token=f"cart-{token}", email=email, created_at=created, updated_at=updated
+    )
+    payload["customer"]["email"] = email
+    payload["abandoned_checkout_url"] = f"https://shop.example/checkouts/{token}/recover"
+    return payload
+
+
+def order(email: str, number: int, *, placed: str, token: str | None = None) -> dict[str, Any]:
+    payload = fixture("orders_create")
+    payload.update(
+        id=number, name=f"#{number}", order_number=number, email=email, contact_email=email,
+        checkout_token=token, cart_token=f"cart-{token}" if token else None, created_at=placed,
+        processed_at=placed, updated_at=placed,
+    )  # fmt: skip
+    payload["customer"]["email"] = email
+    return payload
+
+
+def fulfillment(number: int, *, shipped: str, delivered: str | None = None) -> dict[str, Any]:
+    payload = fixture("fulfillments_create")
+    payload.update(
+        id=number * 10, order_id=number, status="success", created_at=shipped,
+        updated_at=delivered or shipped, shipment_status="delivered" if delivered else None,
+    )  # fmt: skip
+    return payload
+
+
+def refund(number: int, amount: str, *, at: str, refund_id: int = 1) -> dict[str, Any]:
+    payload = fixture("refunds_create")
+    payload.update(id=number * 100 + refund_id, order_id=number, created_at=at, processed_at=at)
+    payload["transactions"] = [
+        {**payload["transactions"][0], "order_id": number, "amount": amount, "processed_at": at}
+    ]
+    return payload
+
+
+def cancellation(email: str, number: int, *, placed: str, at: str) -> dict[str, Any]:
+    return order(email, number, placed=placed) | {"cancelled_at": at, "cancel_reason": "customer"}
+
+
+def a_stores_week() -> list[tuple[str, dict[str, Any]]]:
+    """Five customers' last hour, every topic Rebound reads, in the order Shopify sends them.
+    Nothing is due yet when they arrive: the first reminder is an hour after the cart's last
+    change, and the shipping notice is set to go an hour after the parcel leaves."""
+    return [
+        # Ada leaves a cart, comes back to it once, and never buys.
+        ("checkouts/create", checkout("ada@example.com", "ada1", created=ago(minutes=50),
+                                      updated=ago(minutes=50))),
+        ("checkouts/update", checkout("ada@example.com", "ada1", created=ago(minutes=50),
+                                      updated=ago(minutes=45))),
+        # Bo leaves a cart, buys it, and the parcel ships and arrives (a courier in town).
+        ("checkouts/create", checkout("bo@example.com", "bo1", created=ago(minutes=58),
+                                      updated=ago(minutes=58))),
+        ("checkouts/update", checkout("bo@example.com", "bo1", created=ago(minutes=58),
+                                      updated=ago(minutes=55))),
+        ("orders/create", order("bo@example.com", 1001, placed=ago(minutes=52), token="bo1")),
+        ("fulfillments/create", fulfillment(1001, shipped=ago(minutes=40))),
+        ("fulfillments/update", fulfillment(1001, shipped=ago(minutes=40),
+                                            delivered=ago(minutes=5))),
+        # Cy buys and is refunded in full before anything ships.
+        ("orders/create", order("cy@example.com", 1002, placed=ago(minutes=30))),
+        ("refunds/create", refund(1002, "146.28", at=ago(minutes=20))),
+        # Di buys, it ships, and part of the money goes back: the series goes on.
+        ("orders/create", order("di@example.com", 1003, placed=ago(minutes=45))),
+        ("fulfillments/create", fulfillment(1003, shipped=ago(minutes=30))),
+        ("refunds/create", refund(1003, "20.00", at=ago(minutes=10))),
+        # Ed leaves a cart, buys it, then cancels the order.
+        ("checkouts/create", checkout("ed@example.com", "ed1", created=ago(minutes=40),
+                                      updated=ago(minutes=40))),
+        ("orders/create", order("ed@example.com", 1004, placed=ago(minutes=35), token="ed1")),
+        ("orders/cancelled", cancellation("ed@example.com", 1004, placed=ago(minutes=35),
+                                          at=ago(minutes=15))),
+    ]  # fmt: skip
+
+
+async def open_store(standin: ShopifyStandin, domain: str) -> Shop:
+    standin.add_shop(domain, name="Nordic Wool")
+    for line in fixture("checkouts_create")["line_items"]:
+        standin.add_variant(
+            domain, variant_id=line["variant_id"], title=line["variant_title"],
+            price=line["price"], product_title=line["title"],
+            handle=line["title"].lower().replace(" ", "-"),
+        )  # fmt: skip
+    async with sessionmaker()() as session:
+        shop = await connect_shopify(
+            session, domain=domain, access_token=standin.token_for(domain),
+            api_secret=SHOP_SECRET, name="Nordic Wool",
+        )  # fmt: skip
+        shop.currency, shop.country_code = "USD", "US"
+        await flows_service.set_step_delay(session, shop, "post_purchase", 3, HOUR)
+        await session.commit()
+        return shop
+
+
+async def post(client: httpx.AsyncClient, topic: str, body: bytes, headers: dict[str, str]) -> None:
+    response = await client.post("/webhooks/shopify", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def processed(shop: Shop) -> bool:
+    async with sessionmaker()() as session:
+        query = select(InboxEntry).where(
+            InboxEntry.shop_id == shop.id, InboxEntry.status != InboxStatus.HANDLED
+        )
+        left = (await session.exec(query)).all()
+    assert not [entry.error for entry in left if entry.status == InboxStatus.FAILED]
+    return not left
+
+
+# --- what a store ends up with, without its ids ------------------------------------------------
+
+
+async def outcome(shop: Shop, mailbox: Mailbox) -> dict[str, Any]:
+    """Per customer: their enrollments (with sends), checkouts, orders, shipments, refunds and
+    emails, with every database id replaced by what it stands for. An enrollment that ended
+    before it sent anything is left out: whether it was begun and ended at once (the checkout came
+    first) or never begun (its order came first), nobody heard of it."""
+    async with sessionmaker()() as session:
+
+        async def rows(model: Any, *order_by: Any) -> list[Any]:
+            query = select(model).where(model.shop_id == shop.id).order_by(*order_by)
+            return list((await session.exec(query)).all())
+
+        checkouts = await rows(Checkout, col(Checkout.token))
+        orders = await rows(Order, col(Order.platform_id))
+        tokens = {c.id: c.token for c in checkouts}
+        numbers = {o.id: o.platform_id for o in orders}
+        found: dict[str, Any] = {}
+
+        def of(email: str | None) -> dict[str, Any]:
+            return found.setdefault(str(email), {})
+
+        for enrollment in await rows(Enrollment, col(Enrollment.flow), col(Enrollment.subject)):
+            query = select(Send).where(Send.enrollment_id == enrollment.id).order_by(col(Send.step))
+            sends = [
+                (s.step, s.status, s.marketing, s.error, s.offer_skipped, bool(s.discount_code),
+                 s.variant, s.sent_at)
+                for s in (await session.exec(query)).all()
+            ]  # fmt: skip
+            if enrollment.status == EnrollmentStatus.EXITED and not sends:
+                continue
+            about = tokens.get(enrollment.checkout_id) or numbers.get(enrollment.order_id)
+            of(enrollment.email).setdefault("enrollments", []).append(
+                (enrollment.flow, about, enrollment.status, enrollment.exit_reason,
+                 enrollment.next_step, enrollment.due_at, enrollment.waiting_for, sends,
+                 numbers.get(enrollment.recovered_order_id))
+            )  # fmt: skip
+        for c in checkouts:
+            of(c.email).setdefault("checkouts", []).append(
+                (c.token, c.total_price, c.platform_updated_at, c.completed_at, c.closed_at)
+            )
+        for o in orders:
+            of(o.email).setdefault("orders", []).append(
+                (o.platform_id, o.total_price, o.placed_at, o.cancelled_at, o.first_name)
+            )
+        emails = {o.platform_id: o.email for o in orders}
+        for s in await rows(Shipment, col(Shipment.platform_id)):
+            of(emails.get(s.order_platform_id)).setdefault("shipments", []).append(
+                (s.order_platform_id, s.platform_id, s.shipped_at, s.delivered_at, s.tracking)
+            )
+        for r in await rows(Refund, col(Refund.platform_id)):
+            of(emails.get(r.order_platform_id)).setdefault("refunds", []).append(
+                (r.order_platform_id, r.platform_id, r.amount, r.refunded_at)
+            )
+    for message in mailbox.messages:
+        if shop.domain.split(".")[0] not in str(message["List-Id"]):
+            continue
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        text = re.sub(r"https://rebound\.test/\S+", "<link>", str(body.get_content()))
+        text = re.sub(r"\b[A-Z]+-[A-Z0-9]{8,}\b", "<code>", text.replace(shop.domain, "<shop>"))
+        of(str(message["To"])).setdefault("emails", []).append((str(message["Subject"]), text))
+    return found
+
+
+async def run_the_month(clock: time_machine.Traveller, redis: ArqRedis) -> None:
+    """A month passes an hour at a time for the first days, then a day at a time: the sweeper
+    and the worker run every due step."""
+    moment = START
+    while moment < START + timedelta(days=30):
+        moment += timedelta(hours=1) if moment < START + timedelta(days=4) else timedelta(days=1)
+        clock.move_to(moment)
+        await work(redis)
+
+
+def three_times(week: list[tuple[str, dict[str, Any]]], domain: str) -> list[Any]:
+    """Each delivery three times: twice as one delivery and its retry (the same ids), once more
+    as another delivery of the same payload (a second subscription: ids of its own)."""
+    deliveries = []
+    for topic, payload in week:
+        body = json.dumps(payload).encode()
+        headers = headers_for(topic, body, secret=SHOP_SECRET, domain=domain)
+        other = headers | {
+            "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+            "X-Shopify-Event-Id": str(uuid.uuid4()),
+        }
+        deliveries += [(topic, body, headers), (topic, body, headers), (topic, body, other)]
+    return deliveries
+
+
+async def test_every_webhook_three_times_in_any_order_is_the_same_as_once_in_order(
+    clock: time_machine.Traveller,
+    standin: ShopifyStandin,
+    server: httpx.AsyncClient,
+    worker: None,
+    redis: ArqRedis,
+    mailbox: Mailbox,
+) -> None:
+    once = await open_store(standin, IN_ORDER)
+    shuffled, reversed_ = await open_store(standin, SHUFFLED), await open_store(standin, REVERSED)
+    week = a_stores_week()
+
+    # Once, in order, each processed before the next arrives.
+    for topic, payload in week:
+        body = json.dumps(payload).encode()
+        headers = headers_for(topic, body, secret=SHOP_SECRET, domain=IN_ORDER)
+        await post(server, topic, body, headers)
+        await wait_for(lambda: processed(once))
+    # Three times, shuffled, all at once: the worker takes them up to ten at a time.
+    deliveries = three_times(week, SHUFFLED)
+    random.Random(8).shuffle(deliveries)
+    for topic, body, headers in deliveries:
+        await post(server, topic, body, headers)
+    await wait_for(lambda: processed(shuffled))
+    # Three times, last first, each processed before the next: every event before its cause.
+    for topic, body, headers in reversed(three_times(week, REVERSED)):
+        await post(server, topic, body, headers)
+        await wait_for(lambda: processed(reversed_))
+
+    await run_the_month(clock, redis)
+
+    expected = await outcome(once, mailbox)
+    for shop in (shuffled, reversed_):
+        got = await outcome(shop, mailbox)
+        assert sorted(got) == sorted(expected), shop.domain
+        for customer in expected:
+            assert got[customer] == expected[customer], (shop.domain, customer)
+    # The run did something worth comparing: every kind of record and email is there.
+    assert len(expected["ada@example.com"]["emails"]) == 3  # the three cart reminders
+    assert len(expected["bo@example.com"]["emails"]) >= 3  # shipped, care guide, review…
+    assert "emails" not in expected["cy@example.com"]
+    assert expected["ed@example.com"]["orders"][0][3] is not None  # cancelled
+    assert expected["di@example.com"]["refunds"] and expected["bo@example.com"]["shipments"]
+
+
+async def test_a_step_due_more_than_a_day_ago_is_still_queued(redis: ArqRedis) -> None:
+    # arq keeps a job a day past the time it is deferred to: deferred to two days ago, its
+    # expiry was negative and Redis refused it, failing the ingest or the whole sweep.
+    jobs = Jobs()
+    jobs.add("run_step", 1, 0, job_id="run_step:1:0:0", defer_until=utcnow() - timedelta(days=2))
+    await jobs.enqueue(redis)
+
+    assert await redis.zcard(default_queue_name) == 1
+    assert 0 < await redis.pttl(job_key_prefix + "run_step:1:0:0") <= 86_400_000
