@@ -35,7 +35,7 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(get_settings().sqlite_busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Erased personal data must not linger in free pages (privacy law redaction).
         cursor.execute("PRAGMA secure_delete=ON")

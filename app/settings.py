@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     database_url: str | None = None
+    # How long an SQLite write waits for another writer's lock before it fails (503 to a webhook).
+    sqlite_busy_timeout_ms: int = 15000
     redis_url: str | None = None
     smtp_url: SecretStr | None = None
     # smtp://, smtps://, postmark://TOKEN@, ses://KEY:SECRET@REGION or outbox; wins over SMTP_URL.
