@@ -2,11 +2,14 @@
 than once and out of order, the database unreachable while webhooks arrive, the mail server down
 when a step is due, and the JSON API fuzzed from its own OpenAPI schema."""
 
+import asyncio
+import contextlib
 import json
 import random
 import re
+import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,20 +18,23 @@ import pytest
 import time_machine
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
+from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from app.commerce.models import Checkout, Order, Refund, Shipment
-from app.db import sessionmaker, utcnow
+from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox.models import InboxEntry, InboxStatus
 from app.queue import Jobs
+from app.settings import get_settings
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
 from flows import service as flows_service
 from flows.definitions import HOUR
 from flows.models import Enrollment, EnrollmentStatus, Send
 from integrations.shopify.standin import ShopifyStandin
-from tests.conftest import SHOP_SECRET, Mailbox, wait_for
+from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, wait_for
 from tests.shopify import fixture, headers_for
+from tests.test_abandoned_checkout import count, fresh_checkout, settle
 from tests.test_flow_timeline import work
 
 # A Monday morning, in whole seconds; the clock stands here until a test moves it.
@@ -308,3 +314,134 @@ async def test_a_step_due_more_than_a_day_ago_is_still_queued(redis: ArqRedis) -
 
     assert await redis.zcard(default_queue_name) == 1
     assert 0 < await redis.pttl(job_key_prefix + "run_step:1:0:0") <= 86_400_000
+
+
+# --- the database unreachable ------------------------------------------------------------------
+
+
+class TcpProxy:
+    """A TCP proxy in the test process between the app and PostgreSQL; `cut` drops every
+    connection and refuses new ones, as a network partition would, for this app only."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.up = True
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, upstream_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+@contextlib.asynccontextmanager
+async def database_reachable_through_a_switch() -> AsyncIterator[Any]:
+    """Yields `outage()`: an async context manager during which this app's database refuses
+    writes. SQLite: another connection holds an exclusive lock past the busy timeout (shortened
+    to half a second). PostgreSQL: the app talks through a proxy in this process, which is cut."""
+    settings = get_settings()
+    url = make_url(settings.database)
+    await dispose_engine()  # new connections, which read the settings below
+    if url.get_backend_name() == "sqlite":
+        saved = settings.sqlite_busy_timeout_ms
+        settings.sqlite_busy_timeout_ms = 500
+
+        @contextlib.asynccontextmanager
+        async def locked() -> AsyncIterator[None]:
+            holder = sqlite3.connect(str(url.database), isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+
+        try:
+            yield locked
+        finally:
+            settings.sqlite_busy_timeout_ms = saved
+            await dispose_engine()
+        return
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    port = await proxy.start()
+    saved_url = settings.database_url
+    settings.database_url = url.set(host="127.0.0.1", port=port).render_as_string(
+        hide_password=False
+    )
+
+    @contextlib.asynccontextmanager
+    async def partitioned() -> AsyncIterator[None]:
+        proxy.cut()
+        try:
+            yield
+        finally:
+            proxy.up = True
+
+    try:
+        yield partitioned
+    finally:
+        await dispose_engine()
+        settings.database_url = saved_url
+        await proxy.stop()
+
+
+async def test_a_webhook_while_the_database_is_unreachable_gets_503_and_its_retry_is_kept_once(
+    server: httpx.AsyncClient, worker: None, shop: Shop, mailbox: Mailbox
+) -> None:
+    payload = fresh_checkout()
+    body = json.dumps(payload).encode()
+    headers = headers_for("checkouts/create", body, secret=SHOP_SECRET, domain=SHOP_DOMAIN)
+
+    async with database_reachable_through_a_switch() as outage:
+        assert (await server.get("/healthz")).status_code == 200  # through the switch
+        async with outage():
+            refused = [
+                await server.post("/webhooks/shopify", content=body, headers=headers)
+                for _ in range(3)  # Shopify retries; the outage lasts
+            ]
+            health = await server.get("/healthz")
+        for response in refused:
+            assert response.status_code == 503, response.text
+            assert int(response.headers["retry-after"]) > 0
+        if health.status_code == 503:  # PostgreSQL down; SQLite still reads under the lock
+            assert health.json()["database"].startswith("error")
+
+        # The outage is over: the platform's next retry of the same delivery is kept, once.
+        assert await count(InboxEntry) == 0
+        again = await server.post("/webhooks/shopify", content=body, headers=headers)
+        assert (again.status_code, again.json()) == (200, {"status": "accepted"})
+        once_more = await server.post("/webhooks/shopify", content=body, headers=headers)
+        assert once_more.json() == {"status": "duplicate"}
+
+        await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages))
+        await settle(mailbox)
+        assert await count(InboxEntry) == 1 and await count(Checkout) == 1
+        assert await count(Enrollment) == 1 and await count(Send) == 1
+        assert mailbox.recipients == [["jane.doe@example.com"]]
