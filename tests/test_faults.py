@@ -16,25 +16,35 @@ from typing import Any
 import httpx
 import pytest
 import time_machine
+from aiosmtpd.controller import Controller
 from arq.connections import ArqRedis
-from arq.constants import default_queue_name, job_key_prefix
+from arq.constants import default_queue_name, job_key_prefix, retry_key_prefix
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from app.commerce.models import Checkout, Order, Refund, Shipment
 from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox.models import InboxEntry, InboxStatus
+from app.mail.transport import SmtpTransport
 from app.queue import Jobs
 from app.settings import get_settings
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
 from flows import service as flows_service
 from flows.definitions import HOUR
-from flows.models import Enrollment, EnrollmentStatus, Send
+from flows.engine import step_job_id
+from flows.models import Enrollment, EnrollmentStatus, Send, SendStatus
 from integrations.shopify.standin import ShopifyStandin
-from tests.conftest import SHOP_DOMAIN, SHOP_SECRET, Mailbox, wait_for
+from tests.conftest import (
+    SHOP_DOMAIN,
+    SHOP_SECRET,
+    Mailbox,
+    _free_port,
+    running_worker,
+    wait_for,
+)
 from tests.shopify import fixture, headers_for
-from tests.test_abandoned_checkout import count, fresh_checkout, settle
+from tests.test_abandoned_checkout import count, deliver, enrollment, fresh_checkout, settle
 from tests.test_flow_timeline import work
 
 # A Monday morning, in whole seconds; the clock stands here until a test moves it.
@@ -445,3 +455,50 @@ async def test_a_webhook_while_the_database_is_unreachable_gets_503_and_its_retr
         assert await count(InboxEntry) == 1 and await count(Checkout) == 1
         assert await count(Enrollment) == 1 and await count(Send) == 1
         assert mailbox.recipients == [["jane.doe@example.com"]]
+
+
+# --- the mail server down ----------------------------------------------------------------------
+
+
+async def test_a_step_due_while_the_mail_server_is_down_is_retried_with_backoff_then_sent_once(
+    server: httpx.AsyncClient, redis: ArqRedis, shop: Shop
+) -> None:
+    settings = get_settings()
+    saved, settings.send_retry_delays = settings.send_retry_delays, "1,2"
+    port = _free_port()  # nothing listens here yet: connection refused
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    try:
+        async with running_worker(redis, SmtpTransport(f"smtp://127.0.0.1:{port}")):
+            delivered_at = asyncio.get_running_loop().time()
+            await deliver(server, "checkouts/create", fresh_checkout())  # its step is due at once
+            found = await wait_for(enrollment)
+            job_id = step_job_id(found)
+
+            async def tries() -> int:
+                return int(await redis.get(retry_key_prefix + job_id) or 0)
+
+            # The first try and the retries 1 s and then 2 s later all find no server.
+            await wait_for(lambda: tries_at_least(tries, 3), within=15)
+            assert asyncio.get_running_loop().time() - delivered_at >= 1 + 2
+            assert mailbox.messages == []
+            assert await count(Send) == 0  # each failed try released its claim
+
+            controller.start()  # the server is back; the next retry, 2 s on, delivers
+            await wait_for(lambda: asyncio.sleep(0, result=mailbox.messages), within=15)
+            await settle(mailbox, 2.5)  # past another retry's time: nothing more goes
+    finally:
+        settings.send_retry_delays = saved
+        if controller.loop.is_running():
+            controller.stop()
+
+    assert mailbox.recipients == [["jane.doe@example.com"]]
+    async with sessionmaker()() as session:
+        (send,) = (await session.exec(select(Send))).all()
+    assert send.status == SendStatus.SENT and send.step == 0
+    after = await enrollment()
+    assert after is not None and after.next_step == 1 and after.status == EnrollmentStatus.ACTIVE
+
+
+async def tries_at_least(tries: Any, wanted: int) -> bool:
+    return bool(await tries() >= wanted)
