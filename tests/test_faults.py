@@ -14,14 +14,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
+import schemathesis
 import time_machine
 from aiosmtpd.controller import Controller
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix, retry_key_prefix
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
+from app.api.auth import issue_token
 from app.commerce.models import Checkout, Order, Refund, Shipment
 from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox.models import InboxEntry, InboxStatus
@@ -502,3 +507,50 @@ async def test_a_step_due_while_the_mail_server_is_down_is_retried_with_backoff_
 
 async def tries_at_least(tries: Any, wanted: int) -> bool:
     return bool(await tries() >= wanted)
+
+
+# --- the JSON API fuzzed from its own schema ---------------------------------------------------
+
+
+def fuzz(base_url: str, document: dict[str, Any], token: str) -> list[str]:
+    """Every /api operation of the schema, with examples schemathesis draws from it: no 5xx, and
+    each response as the schema says (status and body). Returns the operations it ran."""
+    schema = schemathesis.openapi.from_dict(document)
+    ran = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not operation.path.startswith("/api/"):
+            continue
+
+        @hypothesis.settings(
+            max_examples=12,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        )
+        @hypothesis.given(case=operation.as_strategy())
+        def check(case: Any) -> None:
+            case.call_and_validate(
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                checks=[not_a_server_error, response_schema_conformance],
+                timeout=10,
+            )
+
+        check()
+        ran.append(f"{operation.method.upper()} {operation.path}")
+    return ran
+
+
+async def test_the_json_api_answers_whatever_its_schema_allows_without_a_server_error(
+    server: httpx.AsyncClient, standin: ShopifyStandin
+) -> None:
+    shop = await open_store(standin, IN_ORDER)
+    document = (await server.get("/openapi.json")).json()
+
+    # requests is blocking, and the server runs on this event loop: the fuzzer gets a thread.
+    ran = await asyncio.to_thread(fuzz, str(server.base_url), document, issue_token(shop))
+
+    assert "GET /api/shop" in ran and len(ran) >= 10, ran
