@@ -30,6 +30,8 @@ from app.api.auth import issue_token
 from app.commerce.models import Checkout, Order, Refund, Shipment
 from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox.models import InboxEntry, InboxStatus
+from app.links.urls import unsubscribe_token
+from app.mail.models import Unsubscribe
 from app.mail.transport import SmtpTransport
 from app.queue import Jobs
 from app.settings import get_settings
@@ -554,3 +556,40 @@ async def test_the_json_api_answers_whatever_its_schema_allows_without_a_server_
     ran = await asyncio.to_thread(fuzz, str(server.base_url), document, issue_token(shop))
 
     assert "GET /api/shop" in ran and len(ran) >= 10, ran
+
+
+# --- security cases issue 8 lists that no other test covered -----------------------------------
+
+
+@pytest.mark.parametrize("path", ["/webhooks/shopify", "/webhooks/woocommerce"])
+async def test_a_webhook_body_over_1_mib_gets_413_declared_or_streamed(
+    server: httpx.AsyncClient, shop: Shop, path: str
+) -> None:
+    body = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    headers = headers_for("checkouts/create", body, secret=SHOP_SECRET, domain=SHOP_DOMAIN)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    declared = await server.post(path, content=body, headers=headers)
+    streamed = await server.post(path, content=chunks(), headers=headers)  # no Content-Length
+
+    assert declared.status_code == streamed.status_code == 413
+    assert "content-length" not in streamed.request.headers
+    assert await count(InboxEntry) == 0
+
+
+async def test_a_tampered_unsubscribe_link_is_404_and_unsubscribes_nobody(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    assert shop.id is not None
+    genuine = unsubscribe_token(shop.id, "jane.doe@example.com")
+    data, _, mac = genuine.partition(".")
+    other = unsubscribe_token(shop.id, "bo@example.com").partition(".")[0]
+    for token in (f"{data}.{mac[:-2]}AA", f"{other}.{mac}", "not-a-token"):
+        page = await server.get(f"/u/{token}")
+        done = await server.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert page.status_code == done.status_code == 404, token
+    assert await count(Unsubscribe) == 0
+    assert (await server.get(f"/u/{genuine}")).status_code == 200  # the genuine one works
