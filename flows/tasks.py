@@ -17,7 +17,6 @@ from flows import engine, repository, winback
 log = logging.getLogger("rebound.flows")
 
 
-
 async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str:
     transport = ctx["transport"]
     redis = ctx["redis"]
