@@ -1,5 +1,6 @@
 """Database engines and sessions: async drivers at run time, sync ones for Alembic."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,7 +37,7 @@ def _tune_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(get_settings().sqlite_busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Erased personal data must not linger in free pages (privacy law redaction).
         cursor.execute("PRAGMA secure_delete=ON")
@@ -76,8 +78,17 @@ async def dispose_engine() -> None:
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
-    async with sessionmaker()() as session:
+    session = sessionmaker()()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except (OperationalError, InterfaceError):
+            # The connection died with the database: the request's own error answers (503);
+            # a second one from the rollback would cut the response off.
+            with contextlib.suppress(Exception):
+                await session.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

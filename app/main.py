@@ -25,6 +25,8 @@ from app.settings import get_settings
 from integrations.shopify.install import router as shopify_install_router
 from integrations.woocommerce.connect import router as woocommerce_connect_router
 
+RETRY_AFTER_SECONDS = 30
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,7 +41,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # 503, not 500: platforms retry a webhook that got a 5xx, and nothing was stored.
-    return JSONResponse({"detail": "database unavailable, try again"}, status_code=503)
+    return JSONResponse(
+        {"detail": "database unavailable, try again"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _page_not_signed_in(request: Request, exc: Exception) -> Response:

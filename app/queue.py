@@ -6,6 +6,8 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+from app.db import utcnow
+
 
 @dataclass(frozen=True)
 class Job:
@@ -28,11 +30,17 @@ class Jobs:
 
     async def enqueue(self, redis: ArqRedis) -> None:
         for job in self.pending:
+            # A job due in the past runs now. arq keeps a job for a day after the time it is
+            # deferred to, so a due time over a day ago (a late webhook, the sweeper after an
+            # outage) would make its expiry negative, and Redis refuses the whole enqueue.
+            defer_until = job.defer_until
+            if defer_until is not None and defer_until <= utcnow():
+                defer_until = None
             # A deterministic id makes a second enqueue of the same job a no-op in arq.
             await redis.enqueue_job(
                 job.function,
                 *job.args,
                 _job_id=job.job_id,
-                _defer_until=job.defer_until,
+                _defer_until=defer_until,
             )
         self.pending.clear()

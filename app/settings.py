@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     database_url: str | None = None
+    # How long an SQLite write waits for another writer's lock before it fails (503 to a webhook).
+    sqlite_busy_timeout_ms: int = 15000
     redis_url: str | None = None
     smtp_url: SecretStr | None = None
     # smtp://, smtps://, postmark://TOKEN@, ses://KEY:SECRET@REGION or outbox; wins over SMTP_URL.
@@ -34,6 +36,8 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     mail_from: str = "Rebound <rebound@localhost>"
+    # Seconds before each retry of a send that failed (the last one repeats), comma-separated.
+    send_retry_delays: str = "30,120,600,1800"
     app_url: str | None = None
     secret_key: SecretStr | None = None
     token_key: SecretStr | None = None
@@ -88,6 +92,18 @@ class Settings(BaseSettings):
     def database(self) -> str:
         """The database URL; an SQLite file in the data folder when DATABASE_URL is unset."""
         return self.database_url or f"sqlite:///{self.home / 'rebound.db'}"
+
+    @field_validator("send_retry_delays")
+    @classmethod
+    def _delays_are_seconds(cls, value: str) -> str:
+        delays = [part.strip() for part in value.split(",")]
+        if not delays or not all(part.isdigit() for part in delays):
+            raise ValueError("SEND_RETRY_DELAYS is whole seconds separated by commas, as 30,120")
+        return value
+
+    @property
+    def retry_delays(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.send_retry_delays.split(","))
 
     @property
     def sns_topics(self) -> frozenset[str]:

@@ -209,6 +209,8 @@ async def _enroll_order(session: AsyncSession, jobs: Jobs, order: Order) -> None
         order.email is None
         or order.cancelled_at
         or order.placed_at < utcnow() - timedelta(seconds=ORDER_MAX_AGE)
+        # A refund delivered before its order: the series would wait for a parcel forever.
+        or await commerce.is_fully_refunded(session, order)
     ):
         return
     flow = await enabled_flow(session, order.shop_id, POST_PURCHASE)

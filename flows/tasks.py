@@ -10,12 +10,11 @@ from app.db import sessionmaker, utcnow
 from app.inbox import repository as inbox
 from app.inbox.tasks import ingest_job_id
 from app.queue import Jobs
+from app.settings import get_settings
 from app.shops import repository as shops
 from flows import engine, repository, winback
 
 log = logging.getLogger("rebound.flows")
-
-RETRY_DELAYS = (30, 120, 600, 1800)  # seconds before each retry of a send that failed
 
 
 async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str:
@@ -28,7 +27,8 @@ async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str
             outcome = await engine.run_step(session, jobs, transport, enrollment_id, step)  # type: ignore[arg-type]
     except Exception as exc:
         tries = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
-        delay = RETRY_DELAYS[min(tries - 1, len(RETRY_DELAYS) - 1)]
+        delays = get_settings().retry_delays  # SEND_RETRY_DELAYS
+        delay = delays[min(tries - 1, len(delays) - 1)]
         log.warning(
             "step %s of enrollment %s not sent (%s); retry in %ss", step, enrollment_id, exc, delay
         )

@@ -14,7 +14,7 @@ from app.analytics import repository as analytics
 from app.analytics.abtests import AbTestError
 from app.analytics.models import AbTest
 from app.api.auth import ShopDep
-from app.api.errors import RESPONSES, invalid
+from app.api.errors import RESPONSES, RowId, invalid
 from app.db import SessionDep, utcnow
 from app.mail.i18n import LANGUAGES
 from app.shops.models import Shop
@@ -179,7 +179,7 @@ def _named_field(message: str) -> str:
 
 
 @router.get("/tests/{test_id}")
-async def test_results(test_id: int, shop: ShopDep, session: SessionDep) -> TestResults:
+async def test_results(test_id: RowId, shop: ShopDep, session: SessionDep) -> TestResults:
     """The test and its figures per variant (and the holdout), with the chance each is best."""
     test = await _shop_test(session, shop, test_id)
     figures = await abtests.results(session, test)
@@ -202,7 +202,7 @@ async def test_results(test_id: int, shop: ShopDep, session: SessionDep) -> Test
 
 
 @router.post("/tests/{test_id}/stop")
-async def stop_test(test_id: int, shop: ShopDep, session: SessionDep) -> AbTestOut:
+async def stop_test(test_id: RowId, shop: ShopDep, session: SessionDep) -> AbTestOut:
     """End a test: from now on the step sends as it did before the test."""
     test = await abtests.stop_test(session, await _shop_test(session, shop, test_id))
     await session.commit()

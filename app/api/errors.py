@@ -3,9 +3,9 @@ for what FastAPI finds wrong with a request and for what the domain refuses alik
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Path, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -62,3 +62,7 @@ def refused_as(field: str, *kinds: type[Exception]) -> Iterator[None]:
         yield
     except kinds as exc:
         raise invalid(field, str(exc)) from exc
+
+
+# A row id in a path: PostgreSQL's INTEGER ends at 2**31 - 1, and a larger one would be a 500.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]

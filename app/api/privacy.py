@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.api.auth import ShopDep
-from app.api.errors import RESPONSES
+from app.api.errors import RESPONSES, RowId
 from app.db import SessionDep
 from app.privacy import repository as privacy
 
@@ -41,7 +41,7 @@ async def data_requests(shop: ShopDep, session: SessionDep) -> list[DataRequestS
     response_class=Response,
     responses={200: {"content": {"application/json": {}}, "description": "The export"}},
 )
-async def data_request_export(request_id: int, shop: ShopDep, session: SessionDep) -> Response:
+async def data_request_export(request_id: RowId, shop: ShopDep, session: SessionDep) -> Response:
     """Everything Rebound held about the customer when they asked, as a JSON file to send them."""
     assert shop.id is not None
     found = await privacy.data_request(session, shop.id, request_id)
