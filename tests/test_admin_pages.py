@@ -466,6 +466,7 @@ async def test_the_editor_shows_steps_settings_words_and_a_preview_of_the_chosen
     for lang in ("en", "sv", "de", "nb", "ru", "is"):
         assert len(found.all("input", name=f"overrides.{lang}.subject")) == 3
         assert len(found.all("textarea", name=f"overrides.{lang}.intro")) == 3
+        assert len(found.all("input", name=f"overrides.{lang}.preheader")) == 3
     named = {a.get("name") for _, a in found.elements}
     assert {f"settings.{key}" for key in DEFAULT_SETTINGS["abandoned_cart"]} <= named
     assert found.all("input", name="settings.cart_kept_days", value="30")
