@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from integrations.shopify.standin import ShopifyStandin
+
 FIXTURES = Path(__file__).parent / "fixtures" / "shopify"
 
 
@@ -48,3 +50,13 @@ async def post(
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     sent = headers_for(topic, body, secret=secret, domain=domain) | (headers or {})
     return await client.post("/webhooks/shopify", content=body, headers=sent)
+
+
+def add_documented_variants(standin: ShopifyStandin, domain: str) -> None:
+    """The stand-in store sells what the documented checkout payload holds."""
+    for line in fixture("checkouts_create")["line_items"]:
+        standin.add_variant(
+            domain, variant_id=line["variant_id"], title=line["variant_title"],
+            price=line["price"], product_title=line["title"],
+            handle=line["title"].lower().replace(" ", "-"),
+        )  # fmt: skip

@@ -50,7 +50,7 @@ from tests.conftest import (
     running_worker,
     wait_for,
 )
-from tests.shopify import fixture, headers_for
+from tests.shopify import add_documented_variants, fixture, headers_for
 from tests.test_abandoned_checkout import count, deliver, enrollment, fresh_checkout, settle
 from tests.test_flow_timeline import work
 
@@ -154,12 +154,7 @@ def a_stores_week() -> list[tuple[str, dict[str, Any]]]:
 
 async def open_store(standin: ShopifyStandin, domain: str) -> Shop:
     standin.add_shop(domain, name="Nordic Wool")
-    for line in fixture("checkouts_create")["line_items"]:
-        standin.add_variant(
-            domain, variant_id=line["variant_id"], title=line["variant_title"],
-            price=line["price"], product_title=line["title"],
-            handle=line["title"].lower().replace(" ", "-"),
-        )  # fmt: skip
+    add_documented_variants(standin, domain)
     async with sessionmaker()() as session:
         shop = await connect_shopify(
             session, domain=domain, access_token=standin.token_for(domain),

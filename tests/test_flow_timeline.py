@@ -29,7 +29,7 @@ from flows.models import EnrollmentStatus
 from flows.tasks import sweep, winback_scan
 from integrations.shopify.standin import ShopifyStandin
 from tests.conftest import SHOP_DOMAIN, Mailbox, wait_for
-from tests.shopify import fixture
+from tests.shopify import add_documented_variants, fixture
 from tests.test_abandoned_checkout import deliver, fresh_checkout, order_for
 from tests.test_flows import (
     PRODUCTS,
@@ -68,12 +68,7 @@ def clock() -> Iterator[time_machine.Traveller]:
 async def open_store(standin: ShopifyStandin) -> Shop:
     """The stand-in store with test_flows' products and the two of the documented payloads."""
     shop = await open_shop(standin, country_code="US")
-    for line in fixture("checkouts_create")["line_items"]:
-        standin.add_variant(
-            SHOP_DOMAIN, variant_id=line["variant_id"], title=line["variant_title"],
-            price=line["price"], product_title=line["title"],
-            handle=line["title"].lower().replace(" ", "-"),
-        )  # fmt: skip
+    add_documented_variants(standin, SHOP_DOMAIN)
     return shop
 
 
