@@ -23,6 +23,7 @@ Targets (issue): Rebound at least 50 % of the baseline's rate, and at least 300 
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -320,22 +321,15 @@ async def rebound_run(
             image_url=f"https://cdn.example/{handle}.jpg",
             image_alt=product,
         )
+    # Up before `shops add`, which reads the store from Shopify before it keeps anything.
+    standin_served = contextlib.AsyncExitStack()
+    origin = await standin_served.enter_async_context(serve(standin))
     progress("rebound migrate; rebound shops add shopify …; shops set; flows set")
     await command("migrate", env=env)
     await command(
-        "shops",
-        "add",
-        "shopify",
-        "--domain",
-        DOMAIN,
-        "--access-token",
-        token,
-        "--api-secret",
-        secrets.token_hex(24),
-        "--name",
-        "Bench Store",
-        env=env,
-    )
+        "shops", "add", "shopify", "--domain", DOMAIN, "--access-token", token,
+        "--api-secret", secrets.token_hex(24), env={**env, "SHOPIFY_API_ORIGIN": origin},
+    )  # fmt: skip
     await command(
         "shops",
         "set",
@@ -359,7 +353,7 @@ async def rebound_run(
         "none",
         env=env,
     )
-    async with serve(standin) as origin:
+    async with standin_served:
         # The embedded Redis, when used, is started here and shared by the worker.
         with embedded_redis(get_settings()):
             progress(f"creating {options.emails} due abandoned-cart enrollments")
