@@ -1,6 +1,7 @@
 """Win-back at scale: the lapse scan and RFM scoring over 10k, 100k and 1M customers on PostgreSQL.
 
 Run: .venv/bin/python bench/winback.py [--sizes 10000,100000,1000000] [--orders-per-customer 5]
+     [--scan [--scan-sizes 10000,100000] [--scan-limit 10000]]
 
 What it does:
 1. Creates a fresh database (`rebound_bench_winback` on postgresql://postgres@127.0.0.1:5432 unless
@@ -19,6 +20,14 @@ What it does:
      same session and server-side cursor (`yield_per`): the read no analytics can avoid;
    - `lapsed_customers` iterated to the end;
    - `rfm_scores` iterated to the end.
+   - with --scan (at --scan-sizes, default every size): `flows.winback.scan_shop`, the daily job
+     itself, with the flow settings as installed: the lapse stream read in one session, an
+     enrollment written per lapsed customer in another, committed every `flows.winback.BATCH`
+     (without Redis: no jobs are enqueued). Before the clock, the shop gets the default flows
+     and loses the enrollments of any earlier scan. Its rows are the enrollments written; the
+     resident set is also sampled after each batch (after the first and at the end are shown).
+     It writes an enrollment per lapsed customer (about 500k at 1M, some ten round trips each):
+     --scan-limit N stops it, right after a batch's commit, once N lapsed customers are read.
    --repeat N measures each N times, each in its own process, and shows the median.
    Time is wall time from the call to the last row (and to the first row: the window functions
    make PostgreSQL finish nearly all its work before the first row comes). Memory is the
@@ -50,6 +59,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,6 +72,7 @@ TARGET_SECONDS = 20.0
 TARGET_MB = 300.0
 TARGET_SIZE = 1_000_000
 QUERIES = ("baseline", "lapsed", "rfm")
+SCAN = "scan"  # flows.winback.scan_shop, with --scan
 
 
 def log(message: str) -> None:
@@ -318,22 +329,33 @@ def temp_bytes(url: str, name: str) -> int:
         return int(value)
 
 
-async def _measure(query: str, url: str, shop_id: int, tracing: bool) -> dict[str, object]:
+async def _measure(
+    query: str, url: str, shop_id: int, tracing: bool, scan_limit: int | None = None
+) -> dict[str, object]:
+    import os
     import tracemalloc
 
-    from sqlalchemy import select, text
+    from sqlalchemy import text
     from sqlalchemy.ext.asyncio import async_sessionmaker
-    from sqlmodel import col
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from app.commerce.models import Order
-    from app.customers import repository
+    from app import db
     from app.db import make_engine
 
     engine = make_engine(url)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     database = url.rsplit("/", 1)[1]
     sync_url = url.replace("postgresql+psycopg://", "postgresql://")
+    if query == "scan":
+        # scan_shop opens its sessions from the app's settings: point them at the bench database
+        # (only in this subprocess), import everything it runs and connect before the clock.
+        os.environ["DATABASE_URL"] = url
+        db.get_settings.cache_clear()
+        import flows.winback  # noqa: F401
+
+        await _prepare_scan(sessions, shop_id)
+        async with db.get_engine().connect() as connection:
+            await connection.execute(text("SELECT 1"))
     temp_before = temp_bytes(sync_url, database)
     async with engine.connect() as connection:  # connect first: the pool is not part of it
         await connection.execute(text("SELECT 1"))
@@ -342,7 +364,41 @@ async def _measure(query: str, url: str, shop_id: int, tracing: bool) -> dict[st
         tracemalloc.start()
     rows = 0
     first = None
+    extra: dict[str, object] = {}
     start = time.perf_counter()
+    if query == "scan":
+        rows, first, extra = await _scan(shop_id, start, scan_limit)
+    else:
+        rows, first = await _read(query, sessions, shop_id, start)
+    seconds = time.perf_counter() - start
+    traced = tracemalloc.get_traced_memory()[1] if tracing else None
+    await engine.dispose()
+    if query == "scan":
+        await db.get_engine().dispose()
+    return {
+        "query": query,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "first_row_seconds": round(first or seconds, 3),
+        "peak_rss_mb": mb(peak_rss_kb()),
+        "rss_before_query_mb": mb(rss_before),
+        "ru_maxrss_mb": mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+        "tracemalloc_peak_mb": None if traced is None else round(traced / 2**20, 1),
+        "pg_temp_mb": round((temp_bytes(sync_url, database) - temp_before) / 2**20, 1),
+        **extra,
+    }
+
+
+async def _read(query: str, sessions: Any, shop_id: int, start: float) -> tuple[int, float | None]:
+    """Read the baseline, the lapse stream or the RFM stream to the end: (rows, first row s)."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from app.commerce.models import Order
+    from app.customers import repository
+
+    rows = 0
+    first = None
     async with sessions() as session:
         if query == "baseline":
             # A select(), not text(): session.stream() of a text() statement ignores yield_per
@@ -368,20 +424,74 @@ async def _measure(query: str, url: str, shop_id: int, tracing: bool) -> dict[st
                 if first is None:
                     first = time.perf_counter() - start
                 rows += 1
-    seconds = time.perf_counter() - start
-    traced = tracemalloc.get_traced_memory()[1] if tracing else None
-    await engine.dispose()
-    return {
-        "query": query,
-        "rows": rows,
-        "seconds": round(seconds, 3),
-        "first_row_seconds": round(first or seconds, 3),
-        "peak_rss_mb": mb(peak_rss_kb()),
-        "rss_before_query_mb": mb(rss_before),
-        "ru_maxrss_mb": mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-        "tracemalloc_peak_mb": None if traced is None else round(traced / 2**20, 1),
-        "pg_temp_mb": round((temp_bytes(sync_url, database) - temp_before) / 2**20, 1),
-    }
+    return rows, first
+
+
+async def _prepare_scan(sessions: Any, shop_id: int) -> None:
+    """Before the clock: the shop gets the default flows (win-back on, as installed) and loses
+    any enrollments an earlier scan wrote, so every run enrolls the same customers."""
+    from sqlalchemy import delete
+    from sqlmodel import col
+
+    from app.shops.models import Shop
+    from flows import service as flows_service
+    from flows.models import Enrollment
+
+    async with sessions() as session:
+        await session.exec(delete(Enrollment).where(col(Enrollment.shop_id) == shop_id))
+        shop = await session.get(Shop, shop_id)
+        assert shop is not None
+        await flows_service.install_defaults(session, shop)
+        await session.commit()
+
+
+class _Enough(Exception):
+    """Raised from scan_shop's progress callback to stop a scan at --scan-limit."""
+
+
+async def _scan(
+    shop_id: int, start: float, limit: int | None
+) -> tuple[int, float | None, dict[str, object]]:
+    """flows.winback.scan_shop as the daily job runs it (without Redis: the jobs are not
+    enqueued, the sweeper would find the steps when due): (enrollments written, first batch s,
+    lapsed seen and the resident set after the first batch and at the end). With `limit`, the
+    scan is stopped (from its progress callback, right after a batch is committed) once that
+    many lapsed customers are read."""
+    from flows import winback
+
+    seen = {"lapsed": 0, "started": 0}
+    first: list[float] = []
+    samples: list[float] = []
+    last = [start]
+
+    def progress(lapsed: int, started: int) -> None:
+        now = time.perf_counter()
+        seen["lapsed"], seen["started"] = lapsed, started
+        samples.append(rss_kb())
+        if not first:
+            first.append(now - start)
+        if now - last[0] > 5:
+            last[0] = now
+            log(f"    scan: {lapsed:,} lapsed read, {started:,} enrolled, "
+                f"RSS {mb(samples[-1])} MB ({now - start:.0f}s)")  # fmt: skip
+        if limit is not None and lapsed >= limit:
+            raise _Enough
+
+    try:
+        started = await winback.scan_shop(shop_id, NOW, progress=progress)
+        stopped = False
+    except _Enough:
+        started, stopped = seen["started"], True
+    return (
+        started,
+        (first[0] if first else None),
+        {
+            "lapsed_seen": seen["lapsed"],
+            "stopped_at_limit": stopped,
+            "rss_after_first_batch_mb": mb(samples[0]) if samples else None,
+            "rss_at_end_mb": mb(samples[-1]) if samples else None,
+        },
+    )
 
 
 async def _explain(url: str, shop_id: int) -> dict[str, object]:
@@ -459,9 +569,13 @@ async def _explain(url: str, shop_id: int) -> dict[str, object]:
     }
 
 
-def measure_in_subprocess(query: str, url: str, shop_id: int, tracing: bool) -> dict[str, object]:
+def measure_in_subprocess(
+    query: str, url: str, shop_id: int, tracing: bool, scan_limit: int | None = None
+) -> dict[str, object]:
     command = [sys.executable, __file__, "--measure", query, "--url", url, "--shop-id",
                str(shop_id)] + (["--tracemalloc"] if tracing else [])  # fmt: skip
+    if scan_limit is not None:
+        command += ["--scan-limit", str(scan_limit)]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     ticker = threading.Event()
@@ -492,7 +606,7 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> dict[s
           + ("  runs" if args.repeat > 1 else ""))  # fmt: skip
     for size in results:
         base = size["baseline"]["seconds"]  # type: ignore[index]
-        for query in QUERIES:
+        for query in (q for q in (*QUERIES, SCAN) if q in size):
             r = size[query]  # type: ignore[index]
             ratio = "base" if query == "baseline" else f"{r['seconds'] / base:.2f}x"
             print(f"{size['customers']:>10,} {size['orders']:>9,} {query:<9} {r['rows']:>9,} "
@@ -508,7 +622,7 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> dict[s
             factor = larger["customers"] / smaller["customers"]  # type: ignore[operator]
             line = {"from": smaller["customers"], "to": larger["customers"], "size_x": factor}
             parts = []
-            for query in QUERIES:
+            for query in (q for q in (*QUERIES, SCAN) if q in smaller and q in larger):
                 t = larger[query]["seconds"] / smaller[query]["seconds"]  # type: ignore[index]
                 m = larger[query]["peak_rss_mb"] / smaller[query]["peak_rss_mb"]  # type: ignore[index]
                 line[f"{query}_time_x"] = round(t, 2)
@@ -535,6 +649,20 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> dict[s
             verdict[query] = {"met": None, "linear_estimate_seconds": round(guess, 1)}
             print(f"  {query}: not run at {TARGET_SIZE:,}; linear from "
                   f"{biggest['customers']:,}: about {guess:.0f} s")  # fmt: skip
+    scanned = [size for size in results if SCAN in size]
+    if scanned:
+        from flows.winback import BATCH
+
+        print(f"\nflows.winback.scan_shop (rows: enrollments written; 1st row: its first batch "
+              f"of {BATCH} lapsed customers read):")  # fmt: skip
+        for size in scanned:
+            r = size[SCAN]  # type: ignore[index]
+            cut = " (stopped there: --scan-limit)" if r.get("stopped_at_limit") else ""
+            print(f"  {size['customers']:>9,} customers: {r['lapsed_seen']:,} lapsed read{cut}, "
+                  f"{r['rows']:,} enrolled in {r['seconds']:.1f} s "
+                  f"({r['rows'] / max(r['seconds'], 1e-9):,.0f}/s); RSS after the first batch "
+                  f"{r['rss_after_first_batch_mb']} MB, at the end {r['rss_at_end_mb']} MB, "
+                  f"peak {r['peak_rss_mb']} MB (target <= {TARGET_MB:.0f} MB)")  # fmt: skip
     return {"growth": growth, "targets": verdict}
 
 
@@ -562,7 +690,23 @@ def main() -> None:
         action="store_true",
         help="also EXPLAIN ANALYZE the lapse query at the largest size: where its time goes",
     )
-    parser.add_argument("--measure", choices=(*QUERIES, "explain"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="also measure flows.winback.scan_shop (lapse stream read, enrollments written)",
+    )
+    parser.add_argument(
+        "--scan-sizes",
+        help="the sizes to run --scan at (default: all of --sizes); it writes an enrollment "
+        "per lapsed customer, so it takes far longer than the queries",
+    )
+    parser.add_argument(
+        "--scan-limit",
+        type=int,
+        help="stop each --scan once this many lapsed customers are read (at the batch's commit): "
+        "a scan of 1M customers writes an enrollment for each of about 500k",
+    )
+    parser.add_argument("--measure", choices=(*QUERIES, SCAN, "explain"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--shop-id", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -571,11 +715,14 @@ def main() -> None:
         print(json.dumps(asyncio.run(_explain(args.url, args.shop_id))))
         return
     if args.measure:
-        result = asyncio.run(_measure(args.measure, args.url, args.shop_id, args.tracemalloc))
+        result = asyncio.run(
+            _measure(args.measure, args.url, args.shop_id, args.tracemalloc, args.scan_limit)
+        )
         print(json.dumps(result))
         return
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    scan_sizes = set(sizes if not args.scan_sizes else map(int, args.scan_sizes.split(",")))
     server = args.server.rstrip("/")
     url = f"{server}/{args.database}"
     if create_database(server, args.database, reuse=args.reuse):
@@ -604,12 +751,14 @@ def main() -> None:
                 "load_seconds": None if load_seconds is None else round(load_seconds, 1),
             }
             async_url = url.replace("postgresql://", "postgresql+psycopg://")
-            for query in QUERIES:
+            queries = (*QUERIES, SCAN) if args.scan and size in scan_sizes else QUERIES
+            for query in queries:
                 runs = []
                 for attempt in range(args.repeat):
                     count = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
                     log(f"{size:,} customers: measuring {query} in a fresh process{count}")
-                    runs.append(measure_in_subprocess(query, async_url, shop_id, args.tracemalloc))
+                    runs.append(measure_in_subprocess(query, async_url, shop_id, args.tracemalloc,
+                                                      args.scan_limit))  # fmt: skip
                 runs.sort(key=lambda run: float(run["seconds"]))  # type: ignore[arg-type]
                 entry[query] = {
                     **runs[len(runs) // 2],  # the median run (the upper one of an even count)
