@@ -579,21 +579,24 @@ def _handoff(session: AsyncSession, send: Send) -> Handoff:
     return mark
 
 
-async def recover_claim(session: AsyncSession, jobs: Jobs, send: Send) -> str | None:
+async def recover_claim(session: AsyncSession, jobs: Jobs, send_id: int) -> str | None:
     """The sweeper's decision on a claim whose worker is gone (or too slow). Without the
     hand-off mark the message provably never reached a mail server: the claim is deleted and the
     step planned again, so it is sent once. With it, the server may have the message: the send
     becomes `unknown`, is never resent, and the series moves on. None when the claim changed
     meanwhile (its worker marked, finished or released it)."""
-    assert send.id is not None
-    enrollment = await repository.get_enrollment(session, send.enrollment_id)
+    send = await session.get(Send, send_id, populate_existing=True)
+    if send is None or send.status != SendStatus.SENDING:
+        return None
+    step, enrollment_id = send.step, send.enrollment_id  # a rollback below expires the row
+    enrollment = await repository.get_enrollment(session, enrollment_id)
     at_step = (
         enrollment is not None
         and enrollment.status == EnrollmentStatus.ACTIVE
         and enrollment.next_step == send.step
     )
     if send.handing_off_at is None:
-        if not await repository.release_claim(session, send.id):
+        if not await repository.release_claim(session, send_id):
             await session.rollback()
             return None
         if enrollment is not None and at_step and enrollment.due_at is not None:
@@ -604,13 +607,13 @@ async def recover_claim(session: AsyncSession, jobs: Jobs, send: Send) -> str | 
         await session.commit()
         if enrollment is not None and at_step:
             schedule(jobs, enrollment)
-        log.warning("released claim on step %s of enrollment %s", send.step, send.enrollment_id)
+        log.warning("released claim on step %s of enrollment %s", step, enrollment_id)
         return "released"
     reason = "the hand-off began and its end was never recorded"
-    if not await repository.mark_unknown(session, send.id, reason):
+    if not await repository.mark_unknown(session, send_id, reason):
         await session.rollback()
         return None
-    log.warning("step %s of enrollment %s: delivery unknown", send.step, send.enrollment_id)
+    log.warning("step %s of enrollment %s: delivery unknown", step, enrollment_id)
     if enrollment is not None and at_step:
         await _finish(session, jobs, enrollment, await load_subject(session, enrollment), "")
     else:

@@ -99,16 +99,21 @@ async def sweep(ctx: dict[str, object]) -> str:
     recovered: dict[str, int] = {}
     now = utcnow()
     async with sessionmaker()() as session:
-        for send in await repository.stale_claims(session, now - CLAIM_GRACE):
-            enrollment = await repository.get_enrollment(session, send.enrollment_id)
+        # Read out first: recovering one claim may roll back, which expires the other rows.
+        stale = [
+            (send.id or 0, send.enrollment_id, send.claimed_at)
+            for send in await repository.stale_claims(session, now - CLAIM_GRACE)
+        ]
+        for send_id, enrollment_id, claimed_at in stale:
+            enrollment = await repository.get_enrollment(session, enrollment_id)
             job_id = (
                 engine.step_job_id(enrollment)
                 if enrollment is not None and enrollment.due_at is not None
                 else None
             )
-            if send.claimed_at > now - STALE_CLAIM and job_id and await locks.live(job_id):
+            if claimed_at > now - STALE_CLAIM and job_id and await locks.live(job_id):
                 continue  # its worker is still at it
-            outcome = await engine.recover_claim(session, jobs, send)
+            outcome = await engine.recover_claim(session, jobs, send_id)
             if outcome:
                 recovered[outcome] = recovered.get(outcome, 0) + 1
         await jobs.enqueue(redis)
