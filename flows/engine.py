@@ -452,7 +452,12 @@ async def run_step(
     if enrollment.flow == ABANDONED_CART and step == _first_enabled(enrollment.steps):
         # Customer service hears of a big cart when the first reminder is due, whether or not
         # that reminder then goes (a condition, a holdout or the night may keep it back).
-        await _alert(session, transport, enrollment, subject)
+        try:
+            await _alert(session, transport, enrollment, subject)
+        except ClaimReleased:
+            # The sweeper took the alert's claim back (this run looked abandoned): the session
+            # was rolled back, so this run stops here; the step stays due for the next one.
+            return "claim released"
     spec = enrollment.steps[step]
     if spec.get("action"):
         outcome = await _run_action(session, enrollment, spec["action"])
@@ -973,7 +978,7 @@ async def _alert(
             handoff=_handoff(session, claim),
         )
     except ClaimReleased:
-        return
+        raise
     except UncertainDelivery as exc:
         claim.status = SendStatus.UNKNOWN
         claim.error = str(exc)
