@@ -28,7 +28,14 @@ from app.customers import repository as customers
 from app.db import utcnow
 from app.mail import compose
 from app.mail import repository as mail_repository
-from app.mail.transport import PermanentDeliveryError, Transport, transport_for_shop
+from app.mail import transport as transports
+from app.mail.transport import (
+    Handoff,
+    PermanentDeliveryError,
+    Transport,
+    UncertainDelivery,
+    transport_for_shop,
+)
 from app.queue import Jobs
 from app.shops import repository as shops
 from app.shops.models import Shop
@@ -447,7 +454,12 @@ async def run_step(
     if enrollment.flow == ABANDONED_CART and step == _first_enabled(enrollment.steps):
         # Customer service hears of a big cart when the first reminder is due, whether or not
         # that reminder then goes (a condition, a holdout or the night may keep it back).
-        await _alert(session, transport, enrollment, subject)
+        try:
+            await _alert(session, transport, enrollment, subject)
+        except ClaimReleased:
+            # The sweeper took the alert's claim back (this run looked abandoned): the session
+            # was rolled back, so this run stops here; the step stays due for the next one.
+            return "claim released"
     spec = enrollment.steps[step]
     if spec.get("action"):
         outcome = await _run_action(session, enrollment, spec["action"])
@@ -497,7 +509,7 @@ async def _send(
     spec: dict[str, Any],
     chosen: tuple[AbTest, str] | None = None,
 ) -> str:
-    step = enrollment.next_step or 0
+    step, enrollment_id = enrollment.next_step or 0, enrollment.id
     content = await _content(session, enrollment, subject, spec)
     if isinstance(content, str):  # nothing worth sending: an exit or a skip
         if content == "sold_out":
@@ -519,9 +531,23 @@ async def _send(
     try:
         discount = await _offer(session, subject, enrollment, send, spec)
         message = _compose(enrollment, subject, send, spec, content, discount)
-        await transport_for_shop(subject.shop, transport).deliver(
-            message, shop_domain=subject.shop.domain
+        send.message_id = message["Message-ID"]  # kept with the hand-off mark
+        await transports.deliver(
+            transport_for_shop(subject.shop, transport),
+            message,
+            shop_domain=subject.shop.domain,
+            handoff=_handoff(session, send),
         )
+    except ClaimReleased:
+        # The sweeper took the claim back (it looked abandoned) before anything left: whoever
+        # claims the step next sends it.
+        log.warning("claim on step %s of enrollment %s was released", step, enrollment_id)
+        return "claim released"
+    except UncertainDelivery as exc:
+        send.status = SendStatus.UNKNOWN
+        send.error = str(exc)
+        log.warning("step %s of enrollment %s: delivery unknown", step, enrollment.id)
+        return await _finish(session, jobs, enrollment, subject, "unknown")
     except PermanentDeliveryError as exc:
         send.status = SendStatus.FAILED
         send.error = str(exc)
@@ -533,8 +559,8 @@ async def _send(
         await session.commit()
         return f"undeliverable: {exc}"
     except Exception:
-        # Nothing left (the store, composing or the mail server failed before hand-off):
-        # release the claim so a retry can send it.
+        # Nothing left: the store, composing or the mail server failed before the hand-off, or
+        # the server answered the hand-off with a refusal. Release the claim so a retry sends it.
         await session.delete(send)
         await session.commit()
         raise
@@ -544,6 +570,62 @@ async def _send(
     send.sent_at = utcnow()
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
     return await _finish(session, jobs, enrollment, subject, "sent")
+
+
+class ClaimReleased(Exception):
+    """The claim was released by the sweeper before its hand-off: this worker must not send."""
+
+
+def _handoff(session: AsyncSession, send: Send) -> Handoff:
+    send_id = send.id  # read now: a rollback expires the row, and it may be gone
+
+    async def mark() -> None:
+        if not await repository.mark_handoff(session, send):
+            raise ClaimReleased(f"send {send_id}")
+
+    return mark
+
+
+async def recover_claim(session: AsyncSession, jobs: Jobs, send_id: int) -> str | None:
+    """The sweeper's decision on a claim whose worker is gone (or too slow). Without the
+    hand-off mark the message provably never reached a mail server: the claim is deleted and the
+    step planned again, so it is sent once. With it, the server may have the message: the send
+    becomes `unknown`, is never resent, and the series moves on. None when the claim changed
+    meanwhile (its worker marked, finished or released it)."""
+    send = await session.get(Send, send_id, populate_existing=True)
+    if send is None or send.status != SendStatus.SENDING:
+        return None
+    step, enrollment_id = send.step, send.enrollment_id  # a rollback below expires the row
+    enrollment = await repository.get_enrollment(session, enrollment_id)
+    at_step = (
+        enrollment is not None
+        and enrollment.status == EnrollmentStatus.ACTIVE
+        and enrollment.next_step == send.step
+    )
+    if send.handing_off_at is None:
+        if not await repository.release_claim(session, send_id):
+            await session.rollback()
+            return None
+        if enrollment is not None and at_step and enrollment.due_at is not None:
+            # Due now, under a new job id (the due second is in it): arq may still hold the
+            # crashed worker's job.
+            enrollment.due_at = max(utcnow(), enrollment.due_at + timedelta(seconds=1))
+            enrollment.updated_at = utcnow()
+        await session.commit()
+        if enrollment is not None and at_step:
+            schedule(jobs, enrollment)
+        log.warning("released claim on step %s of enrollment %s", step, enrollment_id)
+        return "released"
+    reason = "the hand-off began and its end was never recorded"
+    if not await repository.mark_unknown(session, send_id, reason):
+        await session.rollback()
+        return None
+    log.warning("step %s of enrollment %s: delivery unknown", step, enrollment_id)
+    if enrollment is not None and at_step:
+        await _finish(session, jobs, enrollment, await load_subject(session, enrollment), "")
+    else:
+        await session.commit()
+    return "unknown"
 
 
 async def _exit_reason(
@@ -891,9 +973,19 @@ async def _alert(
     try:
         details = await integrations.variant_details(subject.shop, _refs(checkout.line_items))
         message = compose.internal_alert(subject.shop, checkout, address, details)
-        await transport_for_shop(subject.shop, transport).deliver(
-            message, shop_domain=subject.shop.domain
+        await transports.deliver(
+            transport_for_shop(subject.shop, transport),
+            message,
+            shop_domain=subject.shop.domain,
+            handoff=_handoff(session, claim),
         )
+    except ClaimReleased:
+        raise
+    except UncertainDelivery as exc:
+        claim.status = SendStatus.UNKNOWN
+        claim.error = str(exc)
+        await session.commit()
+        return
     except Exception as exc:
         log.warning("cart alert for enrollment %s not sent: %s", enrollment.id, exc)
         await session.delete(claim)

@@ -74,10 +74,13 @@ class Enrollment(SQLModel, table=True):
 
 
 class SendStatus(StrEnum):
-    SENDING = "sending"
+    SENDING = "sending"  # claimed; `handing_off_at` set once the mail server has it in hand
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"  # the step's conditions did not hold; `error` says which
+    # The hand-off began and its end was never recorded (a crash, a dropped connection during
+    # DATA): the customer may or may not have it. Never sent again; shown to the merchant.
+    UNKNOWN = "unknown"
 
 
 class Send(SQLModel, table=True):
@@ -102,6 +105,9 @@ class Send(SQLModel, table=True):
     variant: str | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, sa_column=Column(Text))
     claimed_at: datetime = Field(default_factory=utcnow)
+    # When the message began to leave (SMTP: every recipient accepted, right before DATA; HTTP:
+    # right before the request). A claim without it never reached the mail server.
+    handing_off_at: datetime | None = None
     sent_at: datetime | None = None
 
 
@@ -112,6 +118,10 @@ STUCK_NOTE = "may not have been sent — check your mail provider's log"
 
 
 def may_not_have_been_sent(send: Send, now: datetime) -> bool:
+    """An `unknown` send, or a claim older than the sweeper would ever leave one (it is not
+    running): the merchant should look in the mail provider's log."""
+    if send.status == SendStatus.UNKNOWN:
+        return True
     return send.status == SendStatus.SENDING and now - send.claimed_at > STUCK_AFTER
 
 

@@ -3,7 +3,9 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, or_
+from sqlalchemy import ColumnElement, delete, func, or_, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -366,3 +368,73 @@ async def ended_enrollments(
         .limit(limit)
     )
     return (await session.exec(query)).all()
+
+
+async def mark_handoff(session: AsyncSession, send: Send) -> bool:
+    """Record, and commit, that this claim's message is about to leave. False when the claim is
+    no longer this worker's to send (the sweeper released it): nothing may then leave. The
+    sweeper deletes only claims without the mark, so one of the two wins, never both."""
+    assert send.id is not None
+    now = utcnow()
+    statement = (
+        update(Send)
+        .where(
+            col(Send.id) == send.id,
+            col(Send.status) == SendStatus.SENDING,
+            col(Send.handing_off_at).is_(None),
+        )
+        .values(handing_off_at=now)
+        .returning(col(Send.id))
+    )
+    try:
+        marked = (await session.exec(statement)).scalar_one_or_none() is not None
+    except StaleDataError:  # the ORM's own pending changes found the row gone
+        await session.rollback()
+        return False
+    if not marked:
+        await session.rollback()
+        return False
+    await session.commit()
+    set_committed_value(send, "handing_off_at", now)
+    return True
+
+
+async def stale_claims(session: AsyncSession, claimed_before: datetime) -> Sequence[Send]:
+    """Claims still `sending` that were made before the moment (candidates for the sweeper)."""
+    query = (
+        select(Send)
+        .where(col(Send.status) == SendStatus.SENDING, col(Send.claimed_at) < claimed_before)
+        .order_by(col(Send.id))
+    )
+    return (await session.exec(query)).all()
+
+
+async def release_claim(session: AsyncSession, send_id: int) -> bool:
+    """Delete a claim that never reached the mail server, so the step can be sent; False when
+    its hand-off was marked meanwhile (or it is gone)."""
+    statement = (
+        delete(Send)
+        .where(
+            col(Send.id) == send_id,
+            col(Send.status) == SendStatus.SENDING,
+            col(Send.handing_off_at).is_(None),
+        )
+        .returning(col(Send.id))
+    )
+    return (await session.exec(statement)).scalar_one_or_none() is not None
+
+
+async def mark_unknown(session: AsyncSession, send_id: int, reason: str) -> bool:
+    """A claim whose hand-off began and never ended: it may have been delivered. Kept, never
+    resent, and shown to the merchant as `unknown`."""
+    statement = (
+        update(Send)
+        .where(
+            col(Send.id) == send_id,
+            col(Send.status) == SendStatus.SENDING,
+            col(Send.handing_off_at).is_not(None),
+        )
+        .values(status=SendStatus.UNKNOWN, error=reason)
+        .returning(col(Send.id))
+    )
+    return (await session.exec(statement)).scalar_one_or_none() is not None

@@ -1,6 +1,7 @@
 """arq jobs of the flow engine: run a due step; sweep for due work Redis lost."""
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from arq import Retry
@@ -37,20 +38,96 @@ async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str
     return outcome
 
 
+# A claim this young is left alone: its worker is at work (a job's lock can be missing for a
+# moment, after a FLUSHALL).
+CLAIM_GRACE = timedelta(seconds=10)
+# A claim this old is recovered even while arq says its job runs: no step takes that long.
+STALE_CLAIM = timedelta(minutes=5)
+# arq locks a running job (`arq:in-progress:<id>`) for the worker's longest job timeout, and
+# win-back's is 4 hours: a worker killed mid-job leaves that job locked for hours, and the
+# sweeper's offers of the same id dropped. A job running this long counts as abandoned.
+STALE_LOCK = timedelta(seconds=60)
+IN_PROGRESS = "arq:in-progress:"
+
+
+@dataclass
+class Locks:
+    """arq's in-progress locks, aged against the sweep's own (set when the sweep started, for
+    the same length as every lock of this worker). Called outside a worker (no own lock), every
+    existing lock counts as live."""
+
+    redis: ArqRedis
+    own_ms: int | None
+
+    @classmethod
+    async def load(cls, redis: ArqRedis, own_job_id: object) -> "Locks":
+        own = await redis.pttl(IN_PROGRESS + str(own_job_id)) if own_job_id else -2
+        return cls(redis, own if own > 0 else None)
+
+    async def age(self, job_id: str) -> timedelta | None:
+        """How long the job has been running; None when no worker holds it."""
+        left = await self.redis.pttl(IN_PROGRESS + job_id)
+        if left == -2:
+            return None
+        if self.own_ms is None or left < 0:
+            return timedelta(0)
+        return timedelta(milliseconds=max(self.own_ms - left, 0))
+
+    async def live(self, job_id: str) -> bool:
+        age = await self.age(job_id)
+        return age is not None and age < STALE_LOCK
+
+    async def free_abandoned(self, job_ids: list[str]) -> int:
+        """Drop the locks of jobs running longer than STALE_LOCK, so a worker runs them again.
+        Safe even for a worker that is merely slow: every job is idempotent (the inbox status,
+        the unique claim and its hand-off mark), a second run does nothing twice."""
+        freed = 0
+        for job_id in job_ids:
+            age = await self.age(job_id)
+            if age is not None and age >= STALE_LOCK:
+                freed += await self.redis.delete(IN_PROGRESS + job_id)
+        return freed
+
+
 async def sweep(ctx: dict[str, object]) -> str:
-    """Re-enqueue every due step and every unprocessed delivery; arq drops ids it still holds."""
+    """Recover abandoned claims, then re-enqueue every due step and every unprocessed delivery
+    (arq drops ids it still holds), and free the locks crashed workers left on them."""
     redis = ctx["redis"]
     assert isinstance(redis, ArqRedis)
+    locks = await Locks.load(redis, ctx.get("job_id"))
     jobs = Jobs()
+    recovered: dict[str, int] = {}
     now = utcnow()
     async with sessionmaker()() as session:
+        # Read out first: recovering one claim may roll back, which expires the other rows.
+        stale = [
+            (send.id or 0, send.enrollment_id, send.claimed_at)
+            for send in await repository.stale_claims(session, now - CLAIM_GRACE)
+        ]
+        for send_id, enrollment_id, claimed_at in stale:
+            enrollment = await repository.get_enrollment(session, enrollment_id)
+            job_id = (
+                engine.step_job_id(enrollment)
+                if enrollment is not None and enrollment.due_at is not None
+                else None
+            )
+            if claimed_at > now - STALE_CLAIM and job_id and await locks.live(job_id):
+                continue  # its worker is still at it
+            outcome = await engine.recover_claim(session, jobs, send_id)
+            if outcome:
+                recovered[outcome] = recovered.get(outcome, 0) + 1
+        await jobs.enqueue(redis)
         for enrollment in await repository.due_enrollments(session, now):
             engine.schedule(jobs, enrollment)
         for entry_id in await inbox.unhandled_before(session, now - timedelta(seconds=30)):
             jobs.add("ingest", entry_id, job_id=ingest_job_id(entry_id))
-    count = len(jobs.pending)
+    offered = [job.job_id for job in jobs.pending]
     await jobs.enqueue(redis)
-    return f"{count} job(s) offered"
+    freed = await locks.free_abandoned(offered)
+    notes = [f"{count} claim(s) {outcome}" for outcome, count in sorted(recovered.items())]
+    if freed:
+        notes.append(f"{freed} abandoned job(s) freed")
+    return ", ".join([f"{len(offered)} job(s) offered", *notes])
 
 
 async def winback_scan(ctx: dict[str, object]) -> str:

@@ -5,6 +5,7 @@ Every transport raises PermanentDeliveryError when the recipient is refused for 
 other exception when a later try may succeed (the job retries with backoff)."""
 
 import base64
+import contextlib
 import copy
 import functools
 import json
@@ -12,6 +13,7 @@ import os
 import re
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -82,8 +84,48 @@ class DeliveryError(Exception):
     """The provider did not take the message this time (5xx, 429, a refusal of ours to fix)."""
 
 
+class UncertainDelivery(Exception):
+    """The hand-off began and broke before the server answered (a dropped connection or a
+    timeout during DATA, or while the HTTP request was out): the message may have been taken.
+    Never retried, so it is never sent twice."""
+
+
 class Transport(Protocol):
     async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None: ...
+
+
+# Called, and awaited, at the last moment before the message leaves: when it returns, the server
+# may have the message; if it raises, nothing was handed over. The engine records it durably.
+Handoff = Callable[[], Awaitable[None]]
+
+
+async def deliver(
+    transport: Transport, message: EmailMessage, *, shop_domain: str, handoff: Handoff
+) -> None:
+    """Deliver through `transport`, calling `handoff` right before the message leaves. Rebound's
+    transports call it as late as they can (SMTP: once every recipient is accepted, before DATA);
+    any other transport gets it before `deliver`, the safe side."""
+    if isinstance(transport, SmtpTransport | PostmarkTransport | SesTransport | OutboxTransport):
+        await transport.deliver(message, shop_domain=shop_domain, handoff=handoff)
+        return
+    await handoff()
+    await transport.deliver(message, shop_domain=shop_domain)
+
+
+async def _no_handoff() -> None:
+    return None
+
+
+async def _post(http: httpx.AsyncClient, url: str, handoff: Handoff, **kw: Any) -> httpx.Response:
+    """POST after the hand-off is recorded. A connection never made delivered nothing (retried
+    as before); a request broken once out may have been taken (UncertainDelivery)."""
+    await handoff()
+    try:
+        return await http.post(url, **kw)
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        raise
+    except httpx.TransportError as exc:
+        raise UncertainDelivery(f"the request broke before an answer: {exc!r}") from exc
 
 
 def wire_bytes(message: EmailMessage, **policy: Any) -> bytes:
@@ -130,7 +172,9 @@ class SmtpTransport:
         self.password = unquote(parsed.password) if parsed.password else None
         self.ca_file = ca_file
 
-    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+    async def deliver(
+        self, message: EmailMessage, *, shop_domain: str, handoff: Handoff = _no_handoff
+    ) -> None:
         sender = extract_sender(message)
         recipients = extract_recipients(message)
         if not sender or not recipients:
@@ -167,7 +211,7 @@ class SmtpTransport:
                     if not client.supports_extension("SMTPUTF8"):
                         raise aiosmtplib.SMTPNotSupported("the server takes ASCII addresses only")
                     options.append("SMTPUTF8")
-                await client.sendmail(sender, recipients, raw, mail_options=options)
+                await _transaction(client, sender, recipients, raw, options, handoff)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             if all(500 <= code < 600 for code in codes):
@@ -191,6 +235,42 @@ class SmtpTransport:
             raise
 
 
+async def _transaction(
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipients: list[str],
+    raw: bytes,
+    options: list[str],
+    handoff: Handoff,
+) -> None:
+    """aiosmtplib's `sendmail`, a command at a time, so the hand-off is recorded only once the
+    server has accepted the sender and a recipient, right before DATA."""
+    if client.supports_extension("size"):
+        options = [f"size={len(raw)}", *options]  # raw has CRLF line ends already
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+        refused = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+    except aiosmtplib.SMTPResponseException:
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPException):
+            await client.rset()
+        raise
+    await handoff()
+    try:
+        await client.data(raw)
+    except aiosmtplib.SMTPResponseException:
+        raise  # the server answered: it refused the message, nothing was delivered
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise UncertainDelivery(f"the connection broke during DATA: {exc!r}") from exc
+
+
 class PostmarkTransport:
     """Postmark's Email API (`POST /email`). Postmark builds the MIME message from the JSON, so
     it signs with DKIM for its verified domain; Rebound's own signature would not survive."""
@@ -200,11 +280,16 @@ class PostmarkTransport:
             raise ValueError("MAIL_TRANSPORT for Postmark must look like postmark://SERVER_TOKEN@")
         self.server_token = server_token
 
-    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+    async def deliver(
+        self, message: EmailMessage, *, shop_domain: str, handoff: Handoff = _no_handoff
+    ) -> None:
+        payload = postmark_payload(message, shop_domain)
         async with _api_client(get_settings().postmark_api_origin, "POSTMARK_API_ORIGIN") as http:
-            response = await http.post(
+            response = await _post(
+                http,
                 POSTMARK_URL,
-                json=postmark_payload(message, shop_domain),
+                handoff,
+                json=payload,
                 headers={
                     "Accept": "application/json",
                     "X-Postmark-Server-Token": self.server_token,
@@ -300,7 +385,9 @@ class SesTransport:
     def url(self) -> str:
         return f"https://email.{self.region}.amazonaws.com/v2/email/outbound-emails"
 
-    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+    async def deliver(
+        self, message: EmailMessage, *, shop_domain: str, handoff: Handoff = _no_handoff
+    ) -> None:
         request: dict[str, Any] = {
             "Content": {"Raw": {"Data": base64.b64encode(_seven_bit(message)).decode()}},
             "EmailTags": [{"Name": "shop", "Value": shop_tag(shop_domain)}],
@@ -319,7 +406,7 @@ class SesTransport:
             service="ses",
         )
         async with _api_client(get_settings().ses_api_origin, "SES_API_ORIGIN") as http:
-            response = await http.post(self.url, content=body, headers=headers)
+            response = await _post(http, self.url, handoff, content=body, headers=headers)
         if response.status_code == 200:
             return
         code, text = _aws_error(response)
@@ -390,9 +477,12 @@ class OutboxTransport:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def deliver(self, message: EmailMessage, *, shop_domain: str) -> None:
+    async def deliver(
+        self, message: EmailMessage, *, shop_domain: str, handoff: Handoff = _no_handoff
+    ) -> None:
         folder = self.shop_folder(shop_domain)
         folder.mkdir(parents=True, exist_ok=True)
+        await handoff()
         name = f"{utcnow():%Y%m%dT%H%M%S%f}-{_slug(message['Message-ID'] or 'message')}.eml"
         # Written aside and renamed, so a reader never sees half a message.
         handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
