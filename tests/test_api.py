@@ -390,7 +390,11 @@ async def test_a_send_left_sending_for_15_minutes_is_flagged_as_maybe_not_sent(
 ) -> None:
     shop, _ = shops
     async with sessionmaker()() as session:
-        for email, minutes in (("new@example.com", 1), ("old@example.com", 20)):
+        for email, minutes, status in (
+            ("new@example.com", 1, SendStatus.SENDING),
+            ("old@example.com", 20, SendStatus.SENDING),
+            ("mid-handoff@example.com", 1, SendStatus.UNKNOWN),  # a crash during DATA
+        ):
             enrollment = Enrollment(
                 shop_id=shop.id or 0,
                 flow="abandoned_cart",
@@ -403,7 +407,7 @@ async def test_a_send_left_sending_for_15_minutes_is_flagged_as_maybe_not_sent(
             claimed = utcnow() - timedelta(minutes=minutes)
             session.add(
                 Send(shop_id=shop.id or 0, enrollment_id=enrollment.id or 0, step=0, email=email,
-                     status=SendStatus.SENDING, claimed_at=claimed)
+                     status=status, claimed_at=claimed)
             )  # fmt: skip
         await session.commit()
 
@@ -417,6 +421,8 @@ async def test_a_send_left_sending_for_15_minutes_is_flagged_as_maybe_not_sent(
     )
     assert by_email["new@example.com"]["stuck"] is False
     assert by_email["new@example.com"]["note"] is None
+    unknown = by_email["mid-handoff@example.com"]
+    assert (unknown["status"], unknown["stuck"]) == ("unknown", True)
 
 
 async def test_a_data_requests_export_downloads_as_json(
