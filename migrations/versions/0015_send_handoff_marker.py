@@ -2,7 +2,7 @@
 
 Revision ID: 0015
 Revises: 0014
-Create Date: 2026-12-03
+Create Date: 2026-12-02
 """
 
 from collections.abc import Sequence
@@ -18,6 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # A send whose hand-off began and never ended is UNKNOWN (enums are stored by name).
+        op.execute("ALTER TYPE sendstatus ADD VALUE IF NOT EXISTS 'UNKNOWN'")
     with op.batch_alter_table("sends", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("handing_off_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
