@@ -647,12 +647,16 @@ def flows_activity(
 
     async def listing(session: Any, found: Shop) -> str:
         from flows import repository
+        from flows.models import STUCK_NOTE, may_not_have_been_sent
 
         assert found.id is not None
-        lines = []
+        lines, now = [], utcnow()
         for send, enrollment in await repository.recent_activity(session, found.id, limit):
             step = enrollment.steps[send.step]["key"] if send.step >= 0 else "alert"
             note = send.error or ""
+            if may_not_have_been_sent(send, now):
+                note = f"{STUCK_NOTE} (Message-ID {send.message_id or 'not made yet'}); {note}"
+                note = note.rstrip("; ")
             if send.offer_skipped:
                 note = f"{note}; offer withheld: {send.offer_skipped}".lstrip("; ")
             elif send.discount_code:

@@ -310,13 +310,20 @@ async def test_flows_activity_shows_sent_skipped_withheld_and_waiting(shop: Shop
             shop_id=shop.id, flow="post_purchase", subject="order:x", email="b@example.com",
             steps=[{"key": "shipping_notice", "delay": 0}], next_step=0, waiting_for="shipped",
         )  # fmt: skip
-        session.add_all([cart, parcel])
+        crashed = Enrollment(
+            shop_id=shop.id, flow="abandoned_cart", subject="checkout:y", email="c@example.com",
+            steps=flow.steps, next_step=1,
+        )  # fmt: skip
+        session.add_all([cart, parcel, crashed])
         await session.flush()
-        assert cart.id is not None
+        assert cart.id is not None and crashed.id is not None
         session.add_all(
             [
                 Send(shop_id=shop.id, enrollment_id=cart.id, step=0, email="a@example.com",
                      status=SendStatus.SENT),
+                Send(shop_id=shop.id, enrollment_id=crashed.id, step=0, email="c@example.com",
+                     status=SendStatus.UNKNOWN, message_id="<m1@rebound.test>",
+                     error="the hand-off began and its end was never recorded"),
                 Send(shop_id=shop.id, enrollment_id=cart.id, step=2, email="a@example.com",
                      status=SendStatus.SENT, offer_skipped="offer guard: an offer went out"),
                 Send(shop_id=shop.id, enrollment_id=cart.id, step=1, email="a@example.com",
@@ -331,3 +338,7 @@ async def test_flows_activity_shows_sent_skipped_withheld_and_waiting(shop: Shop
     assert "last_call\ta@example.com\tsent\toffer withheld: offer guard" in output
     assert "still_there\ta@example.com\tskipped\ttotal below 50" in output
     assert "post_purchase\tshipping_notice\tb@example.com\twaiting\tshipped" in output
+    assert (
+        "reminder\tc@example.com\tunknown\tmay not have been sent — check your mail provider's "
+        "log (Message-ID <m1@rebound.test>); the hand-off began" in output
+    )
