@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from email.message import EmailMessage
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -532,12 +533,7 @@ async def _send(
         discount = await _offer(session, subject, enrollment, send, spec)
         message = _compose(enrollment, subject, send, spec, content, discount)
         send.message_id = message["Message-ID"]  # kept with the hand-off mark
-        await transports.deliver(
-            transport_for_shop(subject.shop, transport),
-            message,
-            shop_domain=subject.shop.domain,
-            handoff=_handoff(session, send),
-        )
+        await _hand_off(session, transport, subject.shop, message, send)
     except ClaimReleased:
         # The sweeper took the claim back (it looked abandoned) before anything left: whoever
         # claims the step next sends it.
@@ -574,6 +570,18 @@ async def _send(
 
 class ClaimReleased(Exception):
     """The claim was released by the sweeper before its hand-off: this worker must not send."""
+
+
+async def _hand_off(
+    session: AsyncSession, transport: Transport, shop: Shop, message: EmailMessage, send: Send
+) -> None:
+    """Deliver through the shop's transport, marking the claim the moment the hand-off begins."""
+    await transports.deliver(
+        transport_for_shop(shop, transport),
+        message,
+        shop_domain=shop.domain,
+        handoff=_handoff(session, send),
+    )
 
 
 def _handoff(session: AsyncSession, send: Send) -> Handoff:
@@ -973,12 +981,7 @@ async def _alert(
     try:
         details = await integrations.variant_details(subject.shop, _refs(checkout.line_items))
         message = compose.internal_alert(subject.shop, checkout, address, details)
-        await transports.deliver(
-            transport_for_shop(subject.shop, transport),
-            message,
-            shop_domain=subject.shop.domain,
-            handoff=_handoff(session, claim),
-        )
+        await _hand_off(session, transport, subject.shop, message, claim)
     except ClaimReleased:
         raise
     except UncertainDelivery as exc:
