@@ -68,6 +68,8 @@ class Subject:
     shipments: list[Shipment] = field(default_factory=list)
     # The flow's settings as they were at enrollment, like its steps.
     snapshot: dict[str, Any] | None = None
+    # Opt-outs already asked about during this step: the exit and marketing checks share them.
+    unsubscribed: dict[str, bool] = field(default_factory=dict)
 
     name: str = ABANDONED_CART  # the flow's name, even when the flow row is gone
 
@@ -532,7 +534,6 @@ async def _send(
     try:
         discount = await _offer(session, subject, enrollment, send, spec)
         message = _compose(enrollment, subject, send, spec, content, discount)
-        send.message_id = message["Message-ID"]  # kept with the hand-off mark
         await _hand_off(session, transport, subject.shop, message, send)
     except ClaimReleased:
         # The sweeper took the claim back (it looked abandoned) before anything left: whoever
@@ -562,7 +563,6 @@ async def _send(
         raise
 
     send.status = SendStatus.SENT
-    send.message_id = message["Message-ID"]
     send.sent_at = utcnow()
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
     return await _finish(session, jobs, enrollment, subject, "sent")
@@ -580,15 +580,15 @@ async def _hand_off(
         transport_for_shop(shop, transport),
         message,
         shop_domain=shop.domain,
-        handoff=_handoff(session, send),
+        handoff=_handoff(session, send, message["Message-ID"]),
     )
 
 
-def _handoff(session: AsyncSession, send: Send) -> Handoff:
+def _handoff(session: AsyncSession, send: Send, message_id: str | None) -> Handoff:
     send_id = send.id  # read now: a rollback expires the row, and it may be gone
 
     async def mark() -> None:
-        if not await repository.mark_handoff(session, send):
+        if not await repository.mark_handoff(session, send, message_id):
             raise ClaimReleased(f"send {send_id}")
 
     return mark
@@ -650,7 +650,9 @@ async def _exit_reason(
     if trigger == "checkout":
         if subject.checkout is None:
             return "gone"
-        return await _checkout_exit(session, subject.checkout, subject.settings)
+        return await _checkout_exit(
+            session, subject.checkout, subject.settings, subject.unsubscribed
+        )
     if trigger == "order":
         order = subject.order
         if order is None:
@@ -665,15 +667,18 @@ async def _exit_reason(
         session, shop_id, enrollment.email, enrollment.created_at
     ):
         return "purchased"
-    if settings["exit_on_unsubscribe"] and await mail_repository.is_unsubscribed(
-        session, shop_id, enrollment.email
+    if settings["exit_on_unsubscribe"] and await _unsubscribed(
+        session, shop_id, enrollment.email, subject.unsubscribed
     ):
         return "unsubscribed"
     return None
 
 
 async def _checkout_exit(
-    session: AsyncSession, checkout: Checkout, settings: dict[str, Any]
+    session: AsyncSession,
+    checkout: Checkout,
+    settings: dict[str, Any],
+    unsubscribed: dict[str, bool] | None = None,
 ) -> str | None:
     """Why a cart needs no (more) reminders. `exit_on_order` off: only an order from this very
     cart ends them, not one the customer placed some other way."""
@@ -691,11 +696,20 @@ async def _checkout_exit(
     # Also keeps a late or replayed webhook for an old cart from reminding anyone of it.
     if checkout.platform_updated_at < utcnow() - timedelta(days=settings["cart_kept_days"]):
         return "cart_expired"
-    if checkout.email and await mail_repository.is_unsubscribed(
-        session, checkout.shop_id, checkout.email
+    if checkout.email and await _unsubscribed(
+        session, checkout.shop_id, checkout.email, {} if unsubscribed is None else unsubscribed
     ):
         return "unsubscribed"
     return None
+
+
+async def _unsubscribed(
+    session: AsyncSession, shop_id: int, email: str, asked: dict[str, bool]
+) -> bool:
+    """Whether the customer opted out, asked once per step and address."""
+    if email not in asked:
+        asked[email] = await mail_repository.is_unsubscribed(session, shop_id, email)
+    return asked[email]
 
 
 async def _skip_reason(
@@ -727,8 +741,8 @@ async def _skip_reason(
         for key, value in wanted.items():
             if answers.get(key) != value:
                 return f"preference {key} is not {value}"
-    if spec.get("marketing", True) and await mail_repository.is_unsubscribed(
-        session, enrollment.shop_id, enrollment.email
+    if spec.get("marketing", True) and await _unsubscribed(
+        session, enrollment.shop_id, enrollment.email, subject.unsubscribed
     ):
         return "unsubscribed"
     return None
@@ -764,17 +778,21 @@ async def _sending_window(
 ) -> tuple[str, datetime] | None:
     """Smart sending, then quiet hours: why a marketing step must wait, and until when."""
     now = utcnow()
-    last = await repository.last_marketing_sent(
-        session, enrollment.shop_id, enrollment.email, other_than_enrollment=enrollment.id or 0
-    )
-    capped = timing.after_cap(last, shop.frequency_cap, now)
-    if capped is not None:
-        return "smart_sending", capped
-    country = await commerce.last_shipping_country(session, enrollment.shop_id, enrollment.email)
-    customer_zone = timing.country_zone(country, now) or shop.timezone
-    quiet = timing.quiet_until(now, shop.quiet_hours, customer_zone)
-    if quiet is not None:
-        return "quiet_hours", quiet
+    if shop.frequency_cap:  # a setting that is off costs no query
+        last = await repository.last_marketing_sent(
+            session, enrollment.shop_id, enrollment.email, other_than_enrollment=enrollment.id or 0
+        )
+        capped = timing.after_cap(last, shop.frequency_cap, now)
+        if capped is not None:
+            return "smart_sending", capped
+    if shop.quiet_hours:
+        country = await commerce.last_shipping_country(
+            session, enrollment.shop_id, enrollment.email
+        )
+        customer_zone = timing.country_zone(country, now) or shop.timezone
+        quiet = timing.quiet_until(now, shop.quiet_hours, customer_zone)
+        if quiet is not None:
+            return "quiet_hours", quiet
     return None
 
 

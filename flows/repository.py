@@ -272,13 +272,12 @@ async def claim_send(
             marketing=marketing,
         )
         .on_conflict_do_nothing(index_elements=["enrollment_id", "step"])
-        # RETURNING, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT.
-        .returning(Send.id)
+        # RETURNING the row, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT,
+        # and the claim comes back as an ORM object without a second query.
+        .returning(Send)
     )
-    if (await session.exec(statement)).scalar_one_or_none() is None:
-        return None
-    query = select(Send).where(Send.enrollment_id == enrollment.id, Send.step == step)
-    return (await session.exec(query)).one()
+    claimed: Send | None = (await session.exec(statement)).scalar_one_or_none()
+    return claimed
 
 
 async def get_send(session: AsyncSession, shop_id: int, send_id: int) -> Send | None:
@@ -370,8 +369,9 @@ async def ended_enrollments(
     return (await session.exec(query)).all()
 
 
-async def mark_handoff(session: AsyncSession, send: Send) -> bool:
-    """Record, and commit, that this claim's message is about to leave. False when the claim is
+async def mark_handoff(session: AsyncSession, send: Send, message_id: str | None) -> bool:
+    """Record, and commit, that this claim's message (with its Message-ID, for finding it in the
+    server's log should the hand-off break) is about to leave. False when the claim is
     no longer this worker's to send (the sweeper released it): nothing may then leave. The
     sweeper deletes only claims without the mark, so one of the two wins, never both."""
     assert send.id is not None
@@ -383,7 +383,7 @@ async def mark_handoff(session: AsyncSession, send: Send) -> bool:
             col(Send.status) == SendStatus.SENDING,
             col(Send.handing_off_at).is_(None),
         )
-        .values(handing_off_at=now)
+        .values(handing_off_at=now, message_id=message_id)
         .returning(col(Send.id))
     )
     try:
@@ -396,6 +396,7 @@ async def mark_handoff(session: AsyncSession, send: Send) -> bool:
         return False
     await session.commit()
     set_committed_value(send, "handing_off_at", now)
+    set_committed_value(send, "message_id", message_id)
     return True
 
 

@@ -2,6 +2,7 @@
 stand-ins built from their documentation), DKIM signatures checked with dkimpy, the bounce and
 complaint webhooks into the suppression list, and each shop's own mail transport."""
 
+import asyncio
 import base64
 import contextlib
 import ipaddress
@@ -32,6 +33,7 @@ from app import security
 from app.commerce.events import Customer
 from app.db import sessionmaker
 from app.mail import render
+from app.mail import transport as transport_module
 from app.mail.models import Suppression
 from app.mail.repository import add_suppression, is_suppressed
 from app.mail.sigv4 import signed_headers
@@ -42,6 +44,7 @@ from app.mail.transport import (
     PostmarkTransport,
     SesTransport,
     SmtpTransport,
+    UncertainDelivery,
     shop_domain_from_tag,
     shop_tag,
     transport_for,
@@ -994,3 +997,111 @@ def test_smtp_url_takes_smtp_ca_file_too(certificate: Certificate, tmp_path: Pat
     chosen = transport_for(settings)
     assert isinstance(chosen, SmtpTransport) and chosen.ca_file == certificate.cert_file
     assert Settings(rebound_home=tmp_path, smtp_ca_file="").smtp_ca_file is None
+
+
+@dataclass
+class Sessions:
+    """An SMTP server that records which connection carried each message, and can answer the
+    second MAIL FROM of a connection with 421, as a server closing an idle connection does."""
+
+    messages: list[tuple[int, bytes]] = field(default_factory=list)  # connection, message
+    closing_after_one: bool = False
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.closing_after_one and any(peer == id(session) for peer, _ in self.messages):
+            return "421 4.4.2 Idle too long, closing connection"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append((id(session), envelope.original_content or envelope.content))
+        return "250 Message accepted for delivery"
+
+
+@contextlib.contextmanager
+def sessions_server(box: Sessions) -> Iterator[str]:
+    controller = Controller(box, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{controller.port}"
+    finally:
+        controller.stop()
+
+
+async def test_one_smtp_connection_carries_message_after_message() -> None:
+    box = Sessions()
+    with sessions_server(box) as url:
+        transport = SmtpTransport(url)
+        for _ in range(3):
+            await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+        await transport.aclose()
+
+    assert len(box.messages) == 3
+    assert len({connection for connection, _ in box.messages}) == 1
+
+
+async def test_messages_at_once_get_a_connection_each_and_reuse_them() -> None:
+    box = Sessions()
+    with sessions_server(box) as url:
+        transport = SmtpTransport(url)
+        for _ in range(2):
+            await asyncio.gather(
+                *(transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN) for _ in range(4))
+            )
+        await transport.aclose()
+
+    assert len(box.messages) == 8
+    assert len({connection for connection, _ in box.messages}) == 4
+
+
+async def test_a_connection_is_replaced_after_its_share_of_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport_module, "POOL_MESSAGES", 2)
+    box = Sessions()
+    with sessions_server(box) as url:
+        transport = SmtpTransport(url)
+        for _ in range(5):
+            await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    connections = [connection for connection, _ in box.messages]
+    assert len(connections) == 5 and len(set(connections)) == 3
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_and_the_message_sent_once() -> None:
+    box = Sessions(closing_after_one=True)
+    handoffs: list[str] = []
+
+    async def handoff() -> None:
+        handoffs.append("handed off")
+
+    with sessions_server(box) as url:
+        transport = SmtpTransport(url)
+        await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN, handoff=handoff)
+        await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN, handoff=handoff)
+
+    connections = [connection for connection, _ in box.messages]
+    assert len(connections) == 2 and len(set(connections)) == 2
+    assert handoffs == ["handed off", "handed off"]  # the refused try handed nothing over
+
+
+async def test_a_connection_broken_during_data_is_never_retried() -> None:
+    """After the hand-off, a kept connection failing is uncertain, not stale: no second try."""
+
+    class BreakingData(Sessions):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            if self.messages:
+                server.transport.close()
+                return "250 never read"
+            return await super().handle_DATA(server, session, envelope)
+
+    box = BreakingData()
+    with sessions_server(box) as url:
+        transport = SmtpTransport(url)
+        await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+        with pytest.raises(UncertainDelivery):
+            await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+
+    assert len(box.messages) == 1

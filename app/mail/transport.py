@@ -4,6 +4,7 @@ MAIL_TRANSPORT (or SMTP_URL) chooses the default; a shop may have its own (`tran
 Every transport raises PermanentDeliveryError when the recipient is refused for good, and any
 other exception when a later try may succeed (the job retries with backoff)."""
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -13,7 +14,9 @@ import os
 import re
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -158,8 +161,29 @@ def _seven_bit(message: EmailMessage) -> bytes:
     return wire_bytes(converted)
 
 
+# Connections are kept open between messages: a new one costs a TCP handshake, EHLO (and
+# STARTTLS and AUTH), about a third of a worker's time per email in bench/send.py, and servers
+# rate-limit clients that connect per message. An idle connection is dropped before servers
+# usually time it out (Postfix's smtpd_timeout is 300 s, busy servers go lower), and one
+# connection carries at most POOL_MESSAGES, as bulk senders do, so no session grows unbounded.
+POOL_IDLE_SECONDS = 20.0
+POOL_MESSAGES = 100
+# What a server that dropped an idle connection answers with, before anything was handed over.
+_STALE = (aiosmtplib.SMTPServerDisconnected, ConnectionError)
+_SERVICE_CLOSING = 421
+
+
+@dataclass
+class _Connection:
+    client: aiosmtplib.SMTP
+    loop: asyncio.AbstractEventLoop  # a connection belongs to the event loop that opened it
+    idle_since: float = 0.0
+    messages: int = 0
+
+
 class SmtpTransport:
-    """`ca_file` adds CAs to the system's for verifying the server (SMTP_CA_FILE)."""
+    """`ca_file` adds CAs to the system's for verifying the server (SMTP_CA_FILE). Keeps up to
+    as many connections open as messages were in flight at once (the worker's concurrent jobs)."""
 
     def __init__(self, url: str, *, ca_file: Path | None = None) -> None:
         parsed = urlparse(url)
@@ -171,6 +195,7 @@ class SmtpTransport:
         self.username = unquote(parsed.username) if parsed.username else None
         self.password = unquote(parsed.password) if parsed.password else None
         self.ca_file = ca_file
+        self._idle: list[_Connection] = []
 
     async def deliver(
         self, message: EmailMessage, *, shop_domain: str, handoff: Handoff = _no_handoff
@@ -182,36 +207,8 @@ class SmtpTransport:
         if "Bcc" in message:
             message = copy.copy(message)  # deleting rebinds the header list: the original keeps it
             del message["Bcc"]
-        client = aiosmtplib.SMTP(
-            hostname=self.hostname,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            use_tls=self.implicit_tls,
-            # None: STARTTLS whenever the server offers it; required before a password is sent,
-            # so a connection stripped of STARTTLS never carries the credentials in clear.
-            start_tls=False if self.implicit_tls else (True if self.username else None),
-            tls_context=_tls_context(self.ca_file),
-            timeout=30,
-        )
         try:
-            async with client:
-                if client.is_ehlo_or_helo_needed:
-                    await client.ehlo()
-                # The message's own bytes, not a re-serialisation: aiosmtplib's would refold
-                # long headers (List-Unsubscribe into encoded words) and break a DKIM signature.
-                raw = wire_bytes(message)
-                options = []
-                if not raw.isascii():
-                    if client.supports_extension("8BITMIME"):
-                        options.append("BODY=8BITMIME")
-                    else:
-                        raw = wire_bytes(message, cte_type="7bit")
-                if not (sender + "".join(recipients)).isascii():
-                    if not client.supports_extension("SMTPUTF8"):
-                        raise aiosmtplib.SMTPNotSupported("the server takes ASCII addresses only")
-                    options.append("SMTPUTF8")
-                await _transaction(client, sender, recipients, raw, options, handoff)
+            await self._send(message, sender, recipients, handoff)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             if all(500 <= code < 600 for code in codes):
@@ -233,6 +230,126 @@ class SmtpTransport:
                     f"{exc.code} {exc.message}", recipient_refused=False
                 ) from exc
             raise
+
+    async def _send(
+        self, message: EmailMessage, sender: str, recipients: list[str], handoff: Handoff
+    ) -> None:
+        """Over a kept connection when there is one; if the server had dropped it, which shows
+        before anything is handed over, once more over a new one."""
+        kept = self._take()
+        if kept is not None:
+            handed_off = False
+
+            async def noting_handoff() -> None:
+                nonlocal handed_off
+                handed_off = True
+                await handoff()
+
+            try:
+                await self._over(kept, message, sender, recipients, noting_handoff)
+                return
+            except (*_STALE, aiosmtplib.SMTPResponseException) as exc:
+                stale = not isinstance(exc, aiosmtplib.SMTPResponseException) or (
+                    exc.code == _SERVICE_CLOSING
+                )
+                if handed_off or not stale:
+                    raise
+        await self._over(await self._connect(), message, sender, recipients, handoff)
+
+    async def _over(
+        self,
+        connection: _Connection,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        handoff: Handoff,
+    ) -> None:
+        """One mail transaction; the connection goes back to the pool only after a clean one."""
+        client = connection.client
+        try:
+            # The message's own bytes, not a re-serialisation: aiosmtplib's would refold long
+            # headers (List-Unsubscribe into encoded words) and break a DKIM signature.
+            raw = wire_bytes(message)
+            options = []
+            if not raw.isascii():
+                if client.supports_extension("8BITMIME"):
+                    options.append("BODY=8BITMIME")
+                else:
+                    raw = wire_bytes(message, cte_type="7bit")
+            if not (sender + "".join(recipients)).isascii():
+                if not client.supports_extension("SMTPUTF8"):
+                    raise aiosmtplib.SMTPNotSupported("the server takes ASCII addresses only")
+                options.append("SMTPUTF8")
+            await _transaction(client, sender, recipients, raw, options, handoff)
+        except BaseException:
+            client.close()
+            raise
+        connection.messages += 1
+        self._keep(connection)
+
+    async def _connect(self) -> _Connection:
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.implicit_tls,
+            # None: STARTTLS whenever the server offers it; required before a password is sent,
+            # so a connection stripped of STARTTLS never carries the credentials in clear.
+            start_tls=False if self.implicit_tls else (True if self.username else None),
+            tls_context=_tls_context(self.ca_file),
+            timeout=30,
+        )
+        await client.connect()
+        try:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except BaseException:
+            client.close()
+            raise
+        return _Connection(client, asyncio.get_running_loop())
+
+    def _take(self) -> _Connection | None:
+        """The most recently used idle connection that is still good; the rest that are not
+        are closed."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            fresh = now - connection.idle_since < POOL_IDLE_SECONDS
+            if connection.loop is loop and fresh and connection.client.is_connected:
+                return connection
+            _drop(connection)
+        return None
+
+    def _keep(self, connection: _Connection) -> None:
+        if connection.messages >= POOL_MESSAGES:
+            _drop(connection)
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+    async def aclose(self) -> None:
+        """Say goodbye (QUIT) on every kept connection: the worker's shutdown."""
+        idle, self._idle = self._idle, []
+        loop = asyncio.get_running_loop()
+        for connection in idle:
+            if connection.loop is loop and connection.client.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await connection.client.quit(timeout=5)
+            _drop(connection)
+
+
+def _drop(connection: _Connection) -> None:
+    """Close without QUIT: for a connection past its time, or of an event loop that is gone."""
+    with contextlib.suppress(RuntimeError):  # the loop that owned it is closed already
+        connection.client.close()
+
+
+async def close_transport(transport: Transport) -> None:
+    """Release what a transport keeps open (SMTP connections), at a worker's shutdown."""
+    if isinstance(transport, SmtpTransport):
+        await transport.aclose()
 
 
 async def _transaction(
