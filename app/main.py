@@ -7,6 +7,7 @@ from arq import create_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -48,6 +49,15 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
 
 
+async def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Redis holds sign-in nonces and signed-out sessions: without it, "try again", not a 500.
+    return JSONResponse(
+        {"detail": "queue unavailable, try again"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageAuthError)
     return exc.response
@@ -58,6 +68,7 @@ def create_app() -> FastAPI:
     app.state.inbox_writer = InboxWriter()
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(RedisError, _queue_unavailable)
     app.add_exception_handler(RequestValidationError, request_validation_errors)
     app.add_exception_handler(PageAuthError, _page_not_signed_in)
     app.add_exception_handler(InvalidLink, invalid_link_page)

@@ -26,13 +26,14 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
-from app.api.auth import issue_token
+from app.api.auth import SESSION_COOKIE, issue_token, session_cookie
 from app.commerce.models import Checkout, Order, Refund, Shipment
 from app.db import dispose_engine, sessionmaker, utcnow
 from app.inbox.models import InboxEntry, InboxStatus
 from app.links.urls import unsubscribe_token
 from app.mail.models import Unsubscribe
 from app.mail.transport import SmtpTransport
+from app.main import create_app
 from app.queue import Jobs
 from app.settings import get_settings
 from app.shops.models import Shop
@@ -457,6 +458,24 @@ async def test_a_webhook_while_the_database_is_unreachable_gets_503_and_its_retr
         assert await count(InboxEntry) == 1 and await count(Checkout) == 1
         assert await count(Enrollment) == 1 and await count(Send) == 1
         assert mailbox.recipients == [["jane.doe@example.com"]]
+
+
+async def test_the_admin_while_redis_is_unreachable_gets_503_not_a_server_error(
+    shop: Shop,
+) -> None:
+    """Signed-out sessions are Redis's to say: without it the admin is unavailable for a
+    moment (503, try again), never a 500 and never signed in unchecked."""
+    app = create_app()
+    app.state.redis = ArqRedis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=1)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rebound.test") as client:
+        client.cookies.set(SESSION_COOKIE, session_cookie(shop))
+        page = await client.get("/admin")
+        api = await client.get("/api/shop")
+    for response in (page, api):
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) > 0
+    await app.state.redis.aclose()
 
 
 # --- the mail server down ----------------------------------------------------------------------
