@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlmodel import col, select
 
+from app.commerce import repository as commerce
 from app.commerce.events import (
     CheckoutChanged,
     CheckoutClosed,
@@ -25,6 +26,7 @@ from app.commerce.events import (
     OrderShipped,
     Tracking,
 )
+from app.commerce.models import Order
 from app.db import sessionmaker
 from app.mail.transport import SmtpTransport, Transport
 from app.queue import Jobs
@@ -184,10 +186,11 @@ def shipped(
     delivered_at: datetime | None = None,
     tracking: tuple[Tracking, ...] = (),
     shipment: str = "f1",
+    changed_at: datetime | None = None,
 ) -> OrderShipped:
     return OrderShipped(
         order_id=number, shipment_id=shipment, shipped_at=at, tracking=tracking,
-        delivered_at=delivered_at,
+        delivered_at=delivered_at, changed_at=changed_at,
     )  # fmt: skip
 
 
@@ -472,6 +475,37 @@ async def test_a_fulfilment_or_refund_delivered_before_its_order_still_counts(
 
     assert await enrollments("post_purchase", BO) == []  # refunded in full before it came
     assert [m["To"] for m in mailbox.messages] == [ADA]
+
+
+async def test_a_late_older_fulfilment_delivery_keeps_the_corrected_tracking(
+    standin: ShopifyStandin, mailbox: Mailbox, smtp_url: str
+) -> None:
+    """fulfillments/update with a corrected number, then the create it corrected arriving
+    late (webhooks come out of order): the email shows the corrected number."""
+    shop = await open_shop(standin)
+    placed_at = now() - timedelta(days=3)
+    shipped_at = placed_at + timedelta(days=1)
+    wrong = Tracking("PostNord", "PN000000000SE", "https://tracking.postnord.com/PN000000000SE")
+    right = Tracking("PostNord", "PN123456789SE", "https://tracking.postnord.com/PN123456789SE")
+    await apply(
+        shop,
+        order("7201", ADA, [SWEATER], placed_at=placed_at),
+        shipped("7201", shipped_at, tracking=(right,), changed_at=shipped_at + timedelta(hours=2)),
+        shipped("7201", shipped_at, tracking=(wrong,), changed_at=shipped_at),
+    )
+
+    shipping = await only("post_purchase", ADA)
+    assert await run(shipping, "shipping_notice", SmtpTransport(smtp_url)) == "sent"
+    (notice,) = mailbox.messages
+    assert "PN123456789SE" in text(notice) and "PN000000000SE" not in text(notice)
+
+    # A later correction still wins, as does a delivery that does not say when it was made.
+    newest = Tracking("DHL", "JD014600003SE", None)
+    await apply(shop, shipped("7201", shipped_at, tracking=(newest,)))
+    async with sessionmaker()() as session:
+        order_row = (await session.exec(select(Order).where(Order.platform_id == "7201"))).one()
+        (stored,) = await commerce.shipments_for_order(session, order_row)
+    assert [entry["number"] for entry in stored.tracking] == ["JD014600003SE"]
 
 
 async def test_a_cancelled_or_fully_refunded_order_ends_its_series(

@@ -285,6 +285,7 @@ def test_documented_fulfillment_is_a_shipment_with_its_tracking(topic: str) -> N
         shipped_at=DOC_MOMENT,
         tracking=(Tracking(company="UPS", number="1z827wk74630", url=UPS_URL),),
         delivered_at=None,
+        changed_at=DOC_MOMENT,  # its updated_at: orders late deliveries of the same fulfilment
     )
 
 

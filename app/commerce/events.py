@@ -72,6 +72,9 @@ class OrderShipped:
     shipped_at: datetime
     tracking: tuple[Tracking, ...] = ()
     delivered_at: datetime | None = None
+    # When the platform last changed the fulfilment: an older delivery arriving late changes
+    # nothing a newer one said. None when the platform did not say.
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class Shipment(SQLModel, table=True):
     shipped_at: datetime
     delivered_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+    platform_updated_at: datetime | None = None  # the platform's own, ordering late deliveries
 
 
 class Refund(SQLModel, table=True):

@@ -195,7 +195,9 @@ async def is_fully_refunded(session: AsyncSession, order: Order) -> bool:
 
 
 async def upsert_shipment(session: AsyncSession, shop_id: int, event: OrderShipped) -> Shipment:
-    """One row per fulfilment; later deliveries add tracking or the delivery date, never remove."""
+    """One row per fulfilment; later deliveries add tracking or the delivery date, never remove.
+    A delivery the platform made before the stored one (webhooks come out of order) is ignored:
+    a corrected tracking number stays corrected."""
     values = {
         "shop_id": shop_id,
         "order_platform_id": event.order_id,
@@ -204,17 +206,28 @@ async def upsert_shipment(session: AsyncSession, shop_id: int, event: OrderShipp
         "shipped_at": event.shipped_at,
         "delivered_at": event.delivered_at,
         "updated_at": utcnow(),
+        "platform_updated_at": event.changed_at,
     }
     insert = insert_for(session, Shipment).values(**values)
     table = Shipment.__table__.c  # type: ignore[attr-defined]
     updatable = {
         "delivered_at": func.coalesce(table.delivered_at, insert.excluded.delivered_at),
         "updated_at": insert.excluded.updated_at,
+        "platform_updated_at": func.coalesce(
+            insert.excluded.platform_updated_at, table.platform_updated_at
+        ),
     }
     if event.tracking:
         updatable["tracking"] = insert.excluded.tracking
+    not_older = or_(
+        table.platform_updated_at.is_(None),
+        insert.excluded.platform_updated_at.is_(None),
+        insert.excluded.platform_updated_at >= table.platform_updated_at,
+    )
     statement = insert.on_conflict_do_update(
-        index_elements=["shop_id", "order_platform_id", "platform_id"], set_=updatable
+        index_elements=["shop_id", "order_platform_id", "platform_id"],
+        set_=updatable,
+        where=not_older,
     )
     await session.exec(statement)
     query = select(Shipment).where(

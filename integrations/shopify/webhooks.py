@@ -203,7 +203,8 @@ def _shipment(payload: dict[str, Any]) -> OrderShipped | None:
     tracking = _tracking(payload)
     if optional_text(payload, "status") in UNSHIPPED_STATUSES:
         return None
-    return OrderShipped(order_id, shipment_id, shipped_at, tracking, delivered_at)
+    changed_at = _optional_timestamp(payload, "updated_at")
+    return OrderShipped(order_id, shipment_id, shipped_at, tracking, delivered_at, changed_at)
 
 
 def _tracking(payload: dict[str, Any]) -> tuple[Tracking, ...]:

@@ -176,6 +176,7 @@ def _shipped(payload: dict[str, Any]) -> OrderShipped:
         shipment_id="completed",
         shipped_at=shipped_at,
         tracking=_tracking(payload),
+        changed_at=_modified(payload),
     )
 
 
