@@ -9,7 +9,7 @@ from arq.worker import Worker
 from app.analytics.tasks import choose_winners
 from app.db import dispose_engine
 from app.inbox.tasks import ingest
-from app.mail.transport import close_transport, transport_for
+from app.mail.transport import close_transports, transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
 from flows.tasks import run_step, sweep, winback_scan
@@ -24,7 +24,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
     if "transport" in ctx:
-        await close_transport(ctx["transport"])
+        await close_transports(ctx["transport"])
     await dispose_engine()
 
 

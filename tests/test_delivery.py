@@ -45,6 +45,7 @@ from app.mail.transport import (
     SesTransport,
     SmtpTransport,
     UncertainDelivery,
+    close_transports,
     shop_domain_from_tag,
     shop_tag,
     transport_for,
@@ -1105,3 +1106,28 @@ async def test_a_connection_broken_during_data_is_never_retried() -> None:
             await transport.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
 
     assert len(box.messages) == 1
+
+
+async def test_a_shops_own_smtp_keeps_its_connection_until_the_setting_changes(
+    shop: Shop,
+) -> None:
+    box = Sessions()
+    with sessions_server(box) as url:
+        async with sessionmaker()() as session:
+            stored = await session.get(Shop, shop.id)
+            assert stored is not None
+            shops_service.set_mail_transport(stored, url)
+            own = transport_for_shop(stored, Capture())
+            for _ in range(2):
+                await transport_for_shop(stored, Capture()).deliver(
+                    plain_message(), shop_domain=SHOP_DOMAIN
+                )
+            assert transport_for_shop(stored, Capture()) is own
+            shops_service.set_mail_transport(stored, url)  # saved again: a new transport
+            renewed = transport_for_shop(stored, Capture())
+            await renewed.deliver(plain_message(), shop_domain=SHOP_DOMAIN)
+        await close_transports(Capture())
+
+    assert renewed is not own
+    connections = [connection for connection, _ in box.messages]
+    assert len(connections) == 3 and len(set(connections)) == 2

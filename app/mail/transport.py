@@ -329,6 +329,12 @@ class SmtpTransport:
         connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
+    def drop_idle(self) -> None:
+        """Close every kept connection at once, without QUIT (from code that cannot wait)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            _drop(connection)
+
     async def aclose(self) -> None:
         """Say goodbye (QUIT) on every kept connection: the worker's shutdown."""
         idle, self._idle = self._idle, []
@@ -346,10 +352,14 @@ def _drop(connection: _Connection) -> None:
         connection.client.close()
 
 
-async def close_transport(transport: Transport) -> None:
-    """Release what a transport keeps open (SMTP connections), at a worker's shutdown."""
-    if isinstance(transport, SmtpTransport):
-        await transport.aclose()
+async def close_transports(default: Transport) -> None:
+    """Release what the default transport and the shops' own keep open (SMTP connections), at
+    a worker's shutdown."""
+    shops_own = [transport for _, transport in _shop_transports.values()]
+    _shop_transports.clear()
+    for transport in [default, *shops_own]:
+        if isinstance(transport, SmtpTransport):
+            await transport.aclose()
 
 
 async def _transaction(
@@ -649,9 +659,23 @@ def transport_for(settings: Settings) -> Transport:
     return OutboxTransport(settings.outbox_dir)
 
 
+# Shop id -> (its transport's ciphertext, the transport): a shop's own SMTP keeps its connections
+# between messages like the default one. A new ciphertext (the setting was saved again) replaces
+# the entry, closing what the old transport kept open.
+_shop_transports: dict[int, tuple[str, Transport]] = {}
+
+
 def transport_for_shop(shop: Shop, default: Transport) -> Transport:
     """The shop's own transport when it has one (`rebound shops set --mail-transport`), else
     `default`."""
-    if not shop.mail_transport_encrypted:
+    encrypted = shop.mail_transport_encrypted
+    if not encrypted or shop.id is None:
         return default
-    return transport_from_url(security.decrypt(shop.mail_transport_encrypted), get_settings())
+    kept = _shop_transports.get(shop.id)
+    if kept is not None and kept[0] == encrypted:
+        return kept[1]
+    if kept is not None and isinstance(kept[1], SmtpTransport):
+        kept[1].drop_idle()
+    transport = transport_from_url(security.decrypt(encrypted), get_settings())
+    _shop_transports[shop.id] = (encrypted, transport)
+    return transport
