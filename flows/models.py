@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint, true
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 from app.db import utcnow
@@ -87,7 +87,12 @@ class Send(SQLModel, table=True):
     """The claim on one step's email: inserted before the message leaves, unique per step."""
 
     __tablename__ = "sends"
-    __table_args__ = (UniqueConstraint("enrollment_id", "step"),)
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step"),
+        # Smart sending, the offer guard and attribution ask for one customer's emails: without
+        # it each asked for every email of the shop, once per step and once per order.
+        Index("ix_sends_shop_email_sent", "shop_id", "email", "sent_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     shop_id: int = Field(foreign_key="shops.id", index=True)
