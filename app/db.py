@@ -44,9 +44,20 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+# Connections kept open per process. SQLAlchemy's default keeps 5 and closes the rest when they
+# come back: a worker running 10 jobs at once opened and closed connections all the time (bench/
+# send.py saw a hundred aiosqlite threads come and go; on PostgreSQL each is a new login).
+POOL_SIZE = 20
+
+
 def make_engine(url: str | None = None) -> AsyncEngine:
     target = database_url(url or get_settings().database, asynchronous=True)
-    engine = create_async_engine(target, pool_pre_ping=target.get_backend_name() != "sqlite")
+    engine = create_async_engine(
+        target,
+        pool_pre_ping=target.get_backend_name() != "sqlite",
+        pool_size=POOL_SIZE,
+        max_overflow=10,
+    )
     if target.get_backend_name() == "sqlite":
         _tune_sqlite(engine.sync_engine)
     return engine
