@@ -134,8 +134,20 @@ def _erase_outbox_messages(shop: Shop, customer: Customer) -> None:
             path.unlink()
 
 
+# A checkpoint waits for readers of older snapshots (a worker mid-query) to finish; it is tried
+# again for this long before the erased bytes are left to the next checkpoint.
+CHECKPOINT_TRIES, CHECKPOINT_PAUSE = 50, 0.1
+
+
 async def purge_erased_bytes(session: AsyncSession) -> None:
     """After an erasure commits: SQLite's WAL still holds old page images until it is
     checkpointed and truncated (secure_delete already zeroes freed pages)."""
-    if session.get_bind().dialect.name == "sqlite":
-        await session.exec(text("PRAGMA wal_checkpoint(TRUNCATE)"))  # type: ignore[call-overload]
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    for _ in range(CHECKPOINT_TRIES):
+        checkpoint = text("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy = (await session.exec(checkpoint)).first()  # type: ignore[call-overload]
+        if busy is not None and busy[0] == 0:
+            return
+        await asyncio.sleep(CHECKPOINT_PAUSE)
+    log.warning("the WAL could not be truncated: erased bytes stay in it until the next checkpoint")
