@@ -499,6 +499,7 @@ async def _explain(url: str, shop_id: int) -> dict[str, object]:
     defaults), and the plan's nodes by the time spent in each alone."""
     from datetime import timedelta as _td
 
+    from sqlalchemy import text
     from sqlalchemy.ext.compiler import compiles
     from sqlalchemy.sql.expression import ClauseElement, Executable
 
@@ -516,12 +517,14 @@ async def _explain(url: str, shop_id: int) -> dict[str, object]:
         inner = compiler.process(element.statement, **kw)  # type: ignore[attr-defined]
         return f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {inner}"
 
-    scored = repository._scored(shop_id, now=NOW, top_share=0.02)
+    scored = repository._scored(shop_id, now=NOW, top_share=0.02, postgresql=True)
     query = repository._select(scored).where(
         repository._lapsed(scored, now=NOW, k=2.0, one_time_after=_td(days=90))
     )
     engine = make_engine(url)
     async with engine.connect() as connection:
+        # As the repository runs it: with its work_mem for the transaction.
+        await connection.execute(text(f"SET LOCAL work_mem = '{repository.WORK_MEM}'"))
         (plan,) = (await connection.execute(Explain(query))).one()
     await engine.dispose()
     if isinstance(plan, str):
