@@ -285,7 +285,51 @@ async def enroll(
 ) -> Enrollment | None:
     """Start `flow` for a subject with the flow's steps as they are now; None if it was started
     before (a repeated delivery)."""
-    enrollment = Enrollment(
+    enrollment = _new_enrollment(
+        flow, subject=subject, email=email, checkout_id=checkout_id, order_id=order_id,
+        context=context,
+    )  # fmt: skip
+    stored = await repository.insert_enrollment(session, enrollment)
+    if stored is None:
+        return None
+    await plan(session, stored, await load_subject(session, stored))
+    _enrolled(jobs, stored)
+    return stored
+
+
+async def enroll_many(
+    session: AsyncSession, jobs: Jobs, flow: Flow, new: list[tuple[str, str, dict[str, Any]]]
+) -> list[Enrollment]:
+    """`enroll` for many (subject, email, context) about neither a checkout nor an order
+    (win-back's lapsed customers), in one INSERT instead of five round trips each: every
+    enrollment is planned before it is stored, from one load of the shop and the flow. Those
+    started now; a subject started before is left out."""
+    enrollments = [
+        _new_enrollment(flow, subject=subject, email=email, context=context)
+        for subject, email, context in new
+    ]
+    if not enrollments:
+        return []
+    # Without a checkout or an order, the subject is the shop and the flow: the same for all.
+    subject = await load_subject(session, enrollments[0])
+    for enrollment in enrollments:
+        await plan(session, enrollment, subject)
+    stored = await repository.insert_enrollments(session, enrollments)
+    for enrollment in stored:
+        _enrolled(jobs, enrollment)
+    return stored
+
+
+def _new_enrollment(
+    flow: Flow,
+    *,
+    subject: str,
+    email: str,
+    checkout_id: int | None = None,
+    order_id: int | None = None,
+    context: dict[str, Any] | None = None,
+) -> Enrollment:
+    return Enrollment(
         shop_id=flow.shop_id,
         flow=flow.name,
         subject=subject,
@@ -297,13 +341,16 @@ async def enroll(
         context={**(context or {}), "settings": settings_for(flow.name, flow.settings)},
         next_step=0,
     )
-    stored = await repository.insert_enrollment(session, enrollment)
-    if stored is None:
-        return None
-    await plan(session, stored, await load_subject(session, stored))
-    log.info("enrolled %s in %s (enrollment %s)", subject.split(":")[0], flow.name, stored.id)
-    schedule(jobs, stored)
-    return stored
+
+
+def _enrolled(jobs: Jobs, enrollment: Enrollment) -> None:
+    log.info(
+        "enrolled %s in %s (enrollment %s)",
+        enrollment.subject.split(":")[0],
+        enrollment.flow,
+        enrollment.id,
+    )
+    schedule(jobs, enrollment)
 
 
 async def load_subject(session: AsyncSession, enrollment: Enrollment) -> Subject:

@@ -75,6 +75,44 @@ async def insert_enrollment(session: AsyncSession, enrollment: Enrollment) -> En
     )
 
 
+async def insert_enrollments(
+    session: AsyncSession, enrollments: list[Enrollment]
+) -> list[Enrollment]:
+    """`insert_enrollment` for many in one statement: those inserted, with their ids; a subject
+    enrolled already is left out. The objects are not added to the session: they are stored
+    as they are, so they must be complete (planned) before."""
+    if not enrollments:
+        return []
+    statement = (
+        insert_for(session, Enrollment)
+        .values([enrollment.model_dump(exclude={"id"}) for enrollment in enrollments])
+        .on_conflict_do_nothing(index_elements=["shop_id", "flow", "subject"])
+        .returning(col(Enrollment.id), col(Enrollment.subject))
+    )
+    ids = {subject: id_ for id_, subject in (await session.exec(statement)).all()}
+    inserted = [enrollment for enrollment in enrollments if enrollment.subject in ids]
+    for enrollment in inserted:
+        enrollment.id = ids[enrollment.subject]
+    return inserted
+
+
+async def latest_enrollments_for_emails(
+    session: AsyncSession, shop_id: int, flow: str, emails: list[str]
+) -> dict[str, datetime]:
+    """When each of `emails` last started `flow` (those that ever did): the creation time
+    `latest_enrollment_for_email` gives, for a batch at once."""
+    query = (
+        select(Enrollment.email, func.max(Enrollment.created_at))
+        .where(
+            Enrollment.shop_id == shop_id,
+            Enrollment.flow == flow,
+            col(Enrollment.email).in_(emails),
+        )
+        .group_by(col(Enrollment.email))
+    )
+    return {email: created for email, created in (await session.exec(query)).all()}
+
+
 async def enrollments_for_order(
     session: AsyncSession, shop_id: int, order_id: int
 ) -> Sequence[Enrollment]:
