@@ -14,7 +14,9 @@ What it does:
    then moved into `orders` in `placed_at` order, as a live shop writes them: the
    (shop_id, email, placed_at) index then points all over the heap, as it would in production.
    The orders table's secondary indexes are dropped for the move and built again after it (so
-   they come out freshly packed), then VACUUM ANALYZE.
+   they come out freshly packed), then VACUUM ANALYZE: as autovacuum does in production after
+   that many inserts, it sets the visibility map, without which the lapse and RFM queries'
+   index-only scan of the covering index (migration 0016) would fetch every order from the heap.
 3. Per size and query, each in a fresh subprocess so peaks do not carry over, it measures:
    - baseline: streaming the shop's orders in (email, placed_at) order, three columns, through the
      same session and server-side cursor (`yield_per`): the read no analytics can avoid;
