@@ -527,6 +527,7 @@ async def _explain(url: str, shop_id: int) -> dict[str, object]:
     async with engine.connect() as connection:
         # As the repository runs it: with its work_mem for the transaction.
         await connection.execute(text(f"SET LOCAL work_mem = '{repository.WORK_MEM}'"))
+        await connection.execute(text("SET LOCAL jit = off"))
         (plan,) = (await connection.execute(Explain(query))).one()
     await engine.dispose()
     if isinstance(plan, str):

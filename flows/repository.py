@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -75,25 +76,21 @@ async def insert_enrollment(session: AsyncSession, enrollment: Enrollment) -> En
     )
 
 
-async def insert_enrollments(
-    session: AsyncSession, enrollments: list[Enrollment]
-) -> list[Enrollment]:
-    """`insert_enrollment` for many in one statement: those inserted, with their ids; a subject
-    enrolled already is left out. The objects are not added to the session: they are stored
-    as they are, so they must be complete (planned) before."""
-    if not enrollments:
-        return []
+async def insert_enrollments(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """`insert_enrollment` for many rows (an enrollment's columns, id apart) in one executemany:
+    subject → id of those inserted; a subject enrolled already is left out. The compiled
+    statement is cached and SQLAlchemy sends the rows as multi-row VALUES pages (with
+    RETURNING), where one INSERT built with every row's values compiled anew each batch."""
+    if not rows:
+        return {}
+    table = Enrollment.__table__  # type: ignore[attr-defined]
     statement = (
-        insert_for(session, Enrollment)
-        .values([enrollment.model_dump(exclude={"id"}) for enrollment in enrollments])
+        insert_for(session, table)
         .on_conflict_do_nothing(index_elements=["shop_id", "flow", "subject"])
-        .returning(col(Enrollment.id), col(Enrollment.subject))
+        .returning(table.c.id, table.c.subject)
     )
-    ids = {subject: id_ for id_, subject in (await session.exec(statement)).all()}
-    inserted = [enrollment for enrollment in enrollments if enrollment.subject in ids]
-    for enrollment in inserted:
-        enrollment.id = ids[enrollment.subject]
-    return inserted
+    result = await session.exec(statement, params=rows)
+    return {subject: id_ for id_, subject in result.all()}
 
 
 async def latest_enrollments_for_emails(

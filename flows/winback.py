@@ -107,7 +107,7 @@ async def _start(
         )
         for customer in chosen
     ]
-    return len(await engine.enroll_many(session, jobs, flow, new))
+    return await engine.enroll_many(session, jobs, flow, new)
 
 
 def _context(customer: LapsedCustomer, greeting: tuple[str | None, str | None]) -> dict[str, Any]:
