@@ -16,9 +16,16 @@ currencies with up to four decimals and keeps "refunds >= total" free of float r
 
 Time: both dialects turn timestamps into milliseconds since 1970 (`_epoch_ms`): julianday() on
 SQLite (millisecond precision), EXTRACT(EPOCH …) on PostgreSQL (microseconds kept as a fraction).
+Gaps between orders are milliseconds too: the difference of two such values on SQLite, the
+interval's date_part() (a double) on PostgreSQL (`_gap_ms`).
+
+Speed on PostgreSQL (bench/winback.py): the orders are read by an index-only scan of the covering
+index (migration 0016) in (email, placed_at) order; nothing between the scan and the per-customer
+aggregate sorts, so the shop's orders are never sorted, only its customers (once per quintile and
+once by email at the end), with `WORK_MEM` so those sorts stay in memory.
 """
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,7 +35,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
-    Row,
     Select,
     and_,
     bindparam,
@@ -283,19 +289,20 @@ def _lapsed(
     )
 
 
-def _customer(row: Row[Any]) -> LapsedCustomer:
+def _customer(row: Sequence[Any]) -> LapsedCustomer:
+    # Unpacked by position, in _select's order: a million rows' attribute lookups by name cost
+    # more than the rest of the conversion.
+    email, orders, last_order_at, median_gap, monetary, recency, frequency, money, top = row
     return LapsedCustomer(
-        email=row.email,
-        orders=int(row.orders),
-        last_order_at=row.last_order_at,
-        median_gap=(
-            None if row.median_gap is None else timedelta(milliseconds=float(row.median_gap))
-        ),
-        monetary=Decimal(int(row.monetary)).scaleb(-_MONEY_SCALE),
-        recency_score=int(row.recency_score),
-        frequency_score=int(row.frequency_score),
-        monetary_score=int(row.monetary_score),
-        top=bool(row.top),
+        email=email,
+        orders=int(orders),
+        last_order_at=last_order_at,
+        median_gap=None if median_gap is None else timedelta(milliseconds=float(median_gap)),
+        monetary=Decimal(int(monetary)).scaleb(-_MONEY_SCALE),
+        recency_score=int(recency),
+        frequency_score=int(frequency),
+        monetary_score=int(money),
+        top=bool(top),
     )
 
 
