@@ -287,7 +287,55 @@ async def enroll(
 ) -> Enrollment | None:
     """Start `flow` for a subject with the flow's steps as they are now; None if it was started
     before (a repeated delivery)."""
-    enrollment = Enrollment(
+    enrollment = _new_enrollment(
+        flow, subject=subject, email=email, checkout_id=checkout_id, order_id=order_id,
+        context=context,
+    )  # fmt: skip
+    stored = await repository.insert_enrollment(session, enrollment)
+    if stored is None:
+        return None
+    await plan(session, stored, await load_subject(session, stored))
+    _enrolled(jobs, stored)
+    return stored
+
+
+async def enroll_many(
+    session: AsyncSession, jobs: Jobs, flow: Flow, new: list[tuple[str, str, dict[str, Any]]]
+) -> int:
+    """`enroll` for many (subject, email, context) about neither a checkout nor an order
+    (win-back's lapsed customers), in one statement instead of five round trips each; how many
+    started (a subject started before is left out)."""
+    if not new:
+        return 0
+    # One planned enrollment stands for the batch: without a checkout or an order, the plan
+    # depends only on the steps, the shop, the flow and the creation time, which all share.
+    # Building and planning one model per customer cost more CPU than the database's work.
+    planned = _new_enrollment(flow, subject="", email="")
+    await plan(session, planned, await load_subject(session, planned))
+    shared = planned.model_dump(exclude={"id", "subject", "email", "context"})
+    settings = planned.context["settings"]
+    rows = [
+        {**shared, "subject": subject, "email": email, "context": {**context, "settings": settings}}
+        for subject, email, context in new
+    ]
+    inserted = await repository.insert_enrollments(session, rows)
+    for subject, enrollment_id in inserted.items():
+        # The same plan under each stored id: its job id is the enrollment's.
+        planned.id, planned.subject = enrollment_id, subject
+        _enrolled(jobs, planned)
+    return len(inserted)
+
+
+def _new_enrollment(
+    flow: Flow,
+    *,
+    subject: str,
+    email: str,
+    checkout_id: int | None = None,
+    order_id: int | None = None,
+    context: dict[str, Any] | None = None,
+) -> Enrollment:
+    return Enrollment(
         shop_id=flow.shop_id,
         flow=flow.name,
         subject=subject,
@@ -299,13 +347,16 @@ async def enroll(
         context={**(context or {}), "settings": settings_for(flow.name, flow.settings)},
         next_step=0,
     )
-    stored = await repository.insert_enrollment(session, enrollment)
-    if stored is None:
-        return None
-    await plan(session, stored, await load_subject(session, stored))
-    log.info("enrolled %s in %s (enrollment %s)", subject.split(":")[0], flow.name, stored.id)
-    schedule(jobs, stored)
-    return stored
+
+
+def _enrolled(jobs: Jobs, enrollment: Enrollment) -> None:
+    log.info(
+        "enrolled %s in %s (enrollment %s)",
+        enrollment.subject.split(":")[0],
+        enrollment.flow,
+        enrollment.id,
+    )
+    schedule(jobs, enrollment)
 
 
 async def load_subject(session: AsyncSession, enrollment: Enrollment) -> Subject:

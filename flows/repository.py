@@ -77,6 +77,40 @@ async def insert_enrollment(session: AsyncSession, enrollment: Enrollment) -> En
     )
 
 
+async def insert_enrollments(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """`insert_enrollment` for many rows (an enrollment's columns, id apart) in one executemany:
+    subject → id of those inserted; a subject enrolled already is left out. The compiled
+    statement is cached and SQLAlchemy sends the rows as multi-row VALUES pages (with
+    RETURNING), where one INSERT built with every row's values compiled anew each batch."""
+    if not rows:
+        return {}
+    table = Enrollment.__table__  # type: ignore[attr-defined]
+    statement = (
+        insert_for(session, table)
+        .on_conflict_do_nothing(index_elements=["shop_id", "flow", "subject"])
+        .returning(table.c.id, table.c.subject)
+    )
+    result = await session.exec(statement, params=rows)
+    return {subject: id_ for id_, subject in result.all()}
+
+
+async def latest_enrollments_for_emails(
+    session: AsyncSession, shop_id: int, flow: str, emails: list[str]
+) -> dict[str, datetime]:
+    """When each of `emails` last started `flow` (those that ever did): the creation time
+    `latest_enrollment_for_email` gives, for a batch at once."""
+    query = (
+        select(Enrollment.email, func.max(Enrollment.created_at))
+        .where(
+            Enrollment.shop_id == shop_id,
+            Enrollment.flow == flow,
+            col(Enrollment.email).in_(emails),
+        )
+        .group_by(col(Enrollment.email))
+    )
+    return {email: created for email, created in (await session.exec(query)).all()}
+
+
 async def enrollments_for_order(
     session: AsyncSession, shop_id: int, order_id: int
 ) -> Sequence[Enrollment]:

@@ -5,11 +5,13 @@ import logging
 from collections.abc import Callable
 from contextlib import aclosing
 from datetime import datetime, timedelta
+from typing import Any
 
 from arq.connections import ArqRedis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.commerce import repository as commerce
+from app.commerce.repository import normalize_email
 from app.customers import repository as customers
 from app.customers.models import LapsedCustomer
 from app.db import sessionmaker
@@ -48,16 +50,20 @@ async def scan_shop(
         seen = started = 0
         jobs = Jobs()
         soonest = now - timedelta(days=settings["min_lapse_days"])
+        batch: list[LapsedCustomer] = []
         async with aclosing(stream) as lapsed:
             async for customer in lapsed:
                 seen += 1
                 if customer.last_order_at <= soonest:
-                    started += await _start(writer, jobs, flow, customer, settings, now)
+                    batch.append(customer)
                 if seen % BATCH == 0:
+                    started += await _start(writer, jobs, flow, batch, settings, now)
+                    batch = []
                     await _commit(writer, jobs, redis)
                     jobs = Jobs()
                     if progress:
                         progress(seen, started)
+        started += await _start(writer, jobs, flow, batch, settings, now)
         await _commit(writer, jobs, redis)
         if progress:
             progress(seen, started)
@@ -69,32 +75,48 @@ async def _start(
     session: AsyncSession,
     jobs: Jobs,
     flow: Flow,
-    customer: LapsedCustomer,
+    batch: list[LapsedCustomer],
     settings: dict[str, object],
     now: datetime,
 ) -> int:
-    """1 when the customer starts win-back now: not opted out, not in one within the cooldown."""
-    email = customer.email
-    if await mail_repository.is_unsubscribed(session, flow.shop_id, email):
+    """How many of the batch start win-back now: those not opted out and not in it within the
+    cooldown. Each question is asked once for the whole batch (a handful of round trips per
+    BATCH instead of ten per customer), and the enrollments go in one INSERT."""
+    emails = [customer.email for customer in batch]
+    if not emails:
         return 0
-    latest = await repository.latest_enrollment_for_email(session, flow.shop_id, WINBACK, email)
+    unsubscribed = await mail_repository.unsubscribed_among(session, flow.shop_id, emails)
+    latest = await repository.latest_enrollments_for_emails(session, flow.shop_id, WINBACK, emails)
     cooldown = timedelta(days=int(str(settings["cooldown_days"])))
-    if latest is not None and latest.created_at > now - cooldown:
+    chosen = [
+        customer
+        for customer in batch
+        if normalize_email(customer.email) not in unsubscribed
+        and not (customer.email in latest and latest[customer.email] > now - cooldown)
+    ]
+    if not chosen:
         return 0
-    greeting = await commerce.customer_greeting(session, flow.shop_id, email)
-    enrolled = await engine.enroll(
-        session,
-        jobs,
-        flow,
-        subject=f"lapse:{email}:{now:%Y-%m-%d}",
-        email=email,
-        context={
-            "segment": customer.segment,
-            "last_order_at": customer.last_order_at.isoformat(),
-            **dict(zip(("locale", "first_name"), greeting, strict=True)),
-        },
+    greetings = await commerce.customer_greetings(
+        session, flow.shop_id, [customer.email for customer in chosen]
     )
-    return int(enrolled is not None)
+    new = [
+        (
+            f"lapse:{customer.email}:{now:%Y-%m-%d}",
+            customer.email,
+            _context(customer, greetings.get(customer.email, (None, None))),
+        )
+        for customer in chosen
+    ]
+    return await engine.enroll_many(session, jobs, flow, new)
+
+
+def _context(customer: LapsedCustomer, greeting: tuple[str | None, str | None]) -> dict[str, Any]:
+    """What the win-back steps read about the customer: segment, last order, greeting."""
+    return {
+        "segment": customer.segment,
+        "last_order_at": customer.last_order_at.isoformat(),
+        **dict(zip(("locale", "first_name"), greeting, strict=True)),
+    }
 
 
 async def _commit(session: AsyncSession, jobs: Jobs, redis: ArqRedis | None) -> None:

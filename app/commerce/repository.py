@@ -275,6 +275,51 @@ async def customer_greeting(
     return locale, first_name
 
 
+async def customer_greetings(
+    session: AsyncSession, shop_id: int, emails: list[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """`customer_greeting` for a batch of customers in two queries: email → (locale, first
+    name); an email with neither has no entry."""
+    locales: dict[str, tuple[datetime, str]] = {}
+    names: dict[str, tuple[datetime, str]] = {}
+    orders = select(Order.email, Order.placed_at, Order.locale, Order.first_name).where(
+        Order.shop_id == shop_id,
+        col(Order.email).in_(emails),
+        or_(col(Order.locale).is_not(None), col(Order.first_name).is_not(None)),
+    )
+    for email, placed_at, locale, first_name in (await session.exec(orders)).all():
+        _keep_latest(locales, email, placed_at, locale)
+        _keep_latest(names, email, placed_at, first_name)
+    # As in customer_greeting: the latest order's name when it is not empty, else a checkout's.
+    unnamed = [email for email in emails if not names.get(email, (None, ""))[1]]
+    checkout_names: dict[str, tuple[datetime, str]] = {}
+    if unnamed:
+        checkouts = select(Checkout.email, Checkout.updated_at, Checkout.first_name).where(
+            Checkout.shop_id == shop_id,
+            col(Checkout.email).in_(unnamed),
+            col(Checkout.first_name).is_not(None),
+        )
+        for email, updated_at, first_name in (await session.exec(checkouts)).all():
+            _keep_latest(checkout_names, email, updated_at, first_name)
+    greetings = {}
+    for email in emails:
+        locale = locales.get(email, (None, None))[1]
+        name = names.get(email, (None, None))[1] or checkout_names.get(email, (None, None))[1]
+        if locale is not None or name is not None:
+            greetings[email] = (locale, name)
+    return greetings
+
+
+def _keep_latest(
+    latest: dict[str, tuple[datetime, str]], email: str | None, moment: datetime, value: str | None
+) -> None:
+    """Keep `value` for `email` when it is not NULL and newer than the one kept."""
+    if email is None or value is None:
+        return
+    if email not in latest or moment > latest[email][0]:
+        latest[email] = (moment, value)
+
+
 async def _latest(
     session: AsyncSession,
     column: Any,

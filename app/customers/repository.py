@@ -16,9 +16,16 @@ currencies with up to four decimals and keeps "refunds >= total" free of float r
 
 Time: both dialects turn timestamps into milliseconds since 1970 (`_epoch_ms`): julianday() on
 SQLite (millisecond precision), EXTRACT(EPOCH …) on PostgreSQL (microseconds kept as a fraction).
+Gaps between orders are milliseconds too: the difference of two such values on SQLite, the
+interval's date_part() (a double) on PostgreSQL (`_gap_ms`).
+
+Speed on PostgreSQL (bench/winback.py): the orders are read by an index-only scan of the covering
+index (migration 0016) in (email, placed_at) order; nothing between the scan and the per-customer
+aggregate sorts, so the shop's orders are never sorted, only its customers (once per quintile and
+once by email at the end), with `WORK_MEM` so those sorts stay in memory.
 """
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,16 +35,17 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
-    Row,
     Select,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal,
     literal_column,
     or_,
     select,
+    text,
     true,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -51,6 +59,9 @@ from app.customers.models import LapsedCustomer
 
 # Rows fetched per round trip while streaming; memory holds one batch, whatever the shop's size.
 STREAM_BATCH = 1000
+# PostgreSQL's work_mem for the analytics' transaction (see _more_work_mem). A sort holds it
+# until the query ends, so a 1M-customer scan may take about 0.5 GB of the server's memory.
+WORK_MEM = "256MB"
 
 _MONEY_SCALE = 4  # money is counted in units of 10**-4
 
@@ -94,13 +105,16 @@ def _money_units_postgresql(element: _money_units, compiler: SQLCompiler, **kw: 
     return f"ROUND(CAST({value} AS NUMERIC) * {10**_MONEY_SCALE})"
 
 
-def _scored(shop_id: int, *, now: datetime, top_share: float) -> CTE:
-    """One row per customer of the shop as of `now`: orders, last order, median gap, money
-    spent, RFM quintiles and the top flag, all ranked over the whole shop.
+def _not_refunded_in_full(shop_id: int, amount: ColumnElement[int]) -> ColumnElement[bool]:
+    """True for an order whose refunds sum to less than its total, or that has none.
 
-    One pipeline and no joins: orders in (email, placed_at) order, as the index holds them →
-    each order's gap to the previous one → gaps numbered by size → one row per customer → scores.
+    Refunds are few (about 1 % of orders). The set of refunded orders' ids is read once, and
+    the sum is looked up only for the orders in it (CASE evaluates its branch only when taken):
+    probing the refunds' index for every order cost 10 s at 1M customers. A join (of refunds
+    summed per order) would lose the index order the window after it relies on, or read the
+    whole orders table to compare totals.
     """
+    refunded_ids = select(col(Refund.order_platform_id)).where(col(Refund.shop_id) == shop_id)
     refunded = (
         select(func.sum(_money_units(Refund.amount)))
         .where(
@@ -109,32 +123,76 @@ def _scored(shop_id: int, *, now: datetime, top_share: float) -> CTE:
         )
         .scalar_subquery()
     )
+    return case((col(Order.platform_id).in_(refunded_ids), refunded < amount), else_=true())
+
+
+def _bought(shop_id: int, *, now: datetime, postgresql: bool) -> CTE:
+    """Each order that counts, in (email, placed_at) order, with its gap to the previous one.
+
+    Only filters between the index scan and the lag() window, so the window reads the index's
+    order and needs no sort.
+    """
     amount = _money_units(Order.total_price)
-    t = _epoch_ms(Order.placed_at)
-    bought = (
+    previous = func.lag(col(Order.placed_at)).over(
+        partition_by=col(Order.email), order_by=col(Order.placed_at)
+    )
+    return (
         select(
             col(Order.email).label("email"),
             col(Order.placed_at).label("placed_at"),
-            t.label("t"),
             amount.label("amount"),
             # NULL for a customer's first order
-            (
-                t - func.lag(t).over(partition_by=col(Order.email), order_by=col(Order.placed_at))
-            ).label("gap"),
+            _gap_ms(col(Order.placed_at), previous, postgresql=postgresql).label("gap"),
         )
         .where(
             col(Order.shop_id) == shop_id,
             col(Order.email).is_not(None),
             col(Order.cancelled_at).is_(None),
             col(Order.placed_at) <= now,
-            # Refunds short of the total, or none at all (a free order nobody refunded counts).
-            func.coalesce(refunded < amount, true()),
+            _not_refunded_in_full(shop_id, amount),
         )
         .cte("bought")
     )
 
-    # The median gap: a customer's n gaps numbered by size (the first order's NULL apart); the
-    # middle one, or the two middle ones to average, are those with n <= 2 * rn <= n + 2.
+
+def _gap_ms(
+    placed_at: Any, previous: ColumnElement[datetime], *, postgresql: bool
+) -> ColumnElement[float]:
+    """Milliseconds between two orders. On PostgreSQL through the interval and date_part(),
+    both in machine arithmetic: EXTRACT is NUMERIC there, and two of them per order were most
+    of the window's 17 s at 1M customers (5M orders). Whole microseconds are far within a
+    double's precision, so the median of the gaps comes out the same."""
+    if postgresql:
+        seconds = func.date_part(literal_column("'epoch'"), placed_at - previous, type_=Float())
+        return seconds * literal_column("1000")
+    return _epoch_ms(placed_at) - _epoch_ms(previous)
+
+
+def _per_customer_postgresql(bought: CTE) -> CTE:
+    """One row per customer in one pass over the ordered orders: percentile_cont sorts each
+    customer's few gaps on its own (in memory), where numbering every gap of the shop by size
+    took two sorts of all its orders (spilled to disk at 1M customers). It ignores the first
+    order's NULL gap, so a one-time buyer's median is NULL, as on SQLite."""
+    median = func.percentile_cont(literal_column("0.5")).within_group(cast(bought.c.gap, Float()))
+    return (
+        select(
+            bought.c.email,
+            func.count().label("orders"),
+            func.max(bought.c.placed_at).label("last_order_at"),
+            _epoch_ms(func.max(bought.c.placed_at)).label("last_t"),
+            median.label("median_gap"),
+            # Whole units: an integer reaches Python as an int, not a Decimal to parse.
+            cast(func.sum(bought.c.amount), BigInteger()).label("monetary"),
+        )
+        .group_by(bought.c.email)
+        .cte("per_customer")
+    )
+
+
+def _per_customer_sqlite(bought: CTE) -> CTE:
+    """One row per customer; SQLite has no percentile_cont. The median gap: a customer's n gaps
+    numbered by size (the first order's NULL apart); the middle one, or the two middle ones to
+    average, are those with n <= 2 * rn <= n + 2."""
     ranked = select(
         bought,
         func.row_number()
@@ -143,18 +201,29 @@ def _scored(shop_id: int, *, now: datetime, top_share: float) -> CTE:
         func.count(bought.c.gap).over(partition_by=bought.c.email).label("n"),
     ).cte("ranked")
     middle = and_(ranked.c.gap.is_not(None), (ranked.c.rn * 2).between(ranked.c.n, ranked.c.n + 2))
-    per_customer = (
+    return (
         select(
             ranked.c.email,
             func.count().label("orders"),
             func.max(ranked.c.placed_at).label("last_order_at"),
-            func.max(ranked.c.t).label("last_t"),
+            _epoch_ms(func.max(ranked.c.placed_at)).label("last_t"),
             func.avg(case((middle, ranked.c.gap))).label("median_gap"),
             func.sum(ranked.c.amount).label("monetary"),
         )
         .group_by(ranked.c.email)
         .cte("per_customer")
     )
+
+
+def _scored(shop_id: int, *, now: datetime, top_share: float, postgresql: bool) -> CTE:
+    """One row per customer of the shop as of `now`: orders, last order, median gap, money
+    spent, RFM quintiles and the top flag, all ranked over the whole shop.
+
+    One pipeline and no joins: orders in (email, placed_at) order, as the index holds them →
+    each order's gap to the previous one → one row per customer → scores.
+    """
+    bought = _bought(shop_id, now=now, postgresql=postgresql)
+    per_customer = (_per_customer_postgresql if postgresql else _per_customer_sqlite)(bought)
 
     # Quintiles over all the shop's customers. NTILE splits ties arbitrarily, so the email breaks
     # them to keep scores stable from one run to the next.
@@ -163,11 +232,19 @@ def _scored(shop_id: int, *, now: datetime, top_share: float) -> CTE:
             order_by=(column.asc(), per_customer.c.email.asc())
         )
 
-    # Top: CUME_DIST over spend, largest first, is the share of customers who spent at least as
-    # much as this one; top means that share is at most `top_share`. So 2 % of 100 customers is
-    # exactly the 2 biggest spenders, customers tied at the boundary are all left out rather than
-    # pushing the share over, and a shop with fewer than 1 / top_share customers has none.
-    share = func.cume_dist().over(order_by=per_customer.c.monetary.desc())
+    # Top: the share of customers who spent at least as much as this one is at most
+    # `top_share`. So 2 % of 100 customers is exactly the 2 biggest spenders, customers tied at
+    # the boundary are all left out rather than pushing the share over, and a shop with fewer
+    # than 1 / top_share customers has none. That share is CUME_DIST over spend, largest
+    # first; it is counted here as (N - RANK() + 1) / N over spend smallest first, the same
+    # number, because that window's order is a prefix of the monetary quintile's and shares its
+    # sort, where a descending one needed a sort of its own.
+    at_least = (
+        func.count().over()
+        - func.rank().over(order_by=per_customer.c.monetary.asc())
+        + literal_column("1")
+    )
+    share = cast(at_least, Float()) / cast(func.count().over(), Float())
     return select(
         per_customer.c.email,
         per_customer.c.orders,
@@ -212,25 +289,43 @@ def _lapsed(
     )
 
 
-def _customer(row: Row[Any]) -> LapsedCustomer:
+def _customer(row: Sequence[Any]) -> LapsedCustomer:
+    # Unpacked by position, in _select's order: a million rows' attribute lookups by name cost
+    # more than the rest of the conversion.
+    email, orders, last_order_at, median_gap, monetary, recency, frequency, money, top = row
     return LapsedCustomer(
-        email=row.email,
-        orders=int(row.orders),
-        last_order_at=row.last_order_at,
-        median_gap=(
-            None if row.median_gap is None else timedelta(milliseconds=float(row.median_gap))
-        ),
-        monetary=Decimal(int(row.monetary)).scaleb(-_MONEY_SCALE),
-        recency_score=int(row.recency_score),
-        frequency_score=int(row.frequency_score),
-        monetary_score=int(row.monetary_score),
-        top=bool(row.top),
+        email=email,
+        orders=int(orders),
+        last_order_at=last_order_at,
+        median_gap=None if median_gap is None else timedelta(milliseconds=float(median_gap)),
+        monetary=Decimal(int(monetary)).scaleb(-_MONEY_SCALE),
+        recency_score=int(recency),
+        frequency_score=int(frequency),
+        monetary_score=int(money),
+        top=bool(top),
     )
+
+
+def _postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def _more_work_mem(session: AsyncSession) -> None:
+    """On PostgreSQL, tune this transaction for the analytics. `WORK_MEM` for each sort: at 1M
+    customers the four sorts of the per-customer rows need 86–164 MB each and spilled about
+    740 MB to temporary files at 64 MB. No JIT: compiling took 1.3 s there and never made the
+    query faster (bench/winback.py, 2026-12-03). SET LOCAL lasts until the transaction ends
+    (the stream's; the win-back scan reads in a session of its own), so the server's settings
+    for everything else are untouched."""
+    if _postgresql(session):
+        await session.exec(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))  # type: ignore[call-overload]
+        await session.exec(text("SET LOCAL jit = off"))  # type: ignore[call-overload]
 
 
 async def _stream(
     session: AsyncSession, query: Select[Any]
 ) -> AsyncGenerator[LapsedCustomer, None]:
+    await _more_work_mem(session)
     # yield_per makes psycopg use a server-side cursor (and aiosqlite fetch in batches).
     result = await session.stream(query.execution_options(yield_per=STREAM_BATCH))
     try:
@@ -257,7 +352,7 @@ def lapsed_customers(
     customers. Streams: iterate with `async for`; a caller that may stop early should wrap it in
     `contextlib.aclosing` so the server-side cursor closes at once.
     """
-    scored = _scored(shop_id, now=now, top_share=top_share)
+    scored = _scored(shop_id, now=now, top_share=top_share, postgresql=_postgresql(session))
     query = _select(scored).where(_lapsed(scored, now=now, k=k, one_time_after=one_time_after))
     return _stream(session, query)
 
@@ -267,7 +362,8 @@ def rfm_scores(
 ) -> AsyncGenerator[LapsedCustomer, None]:
     """Every customer of the shop with their recency, frequency and monetary quintiles, by
     email. Streams, like `lapsed_customers`."""
-    return _stream(session, _select(_scored(shop_id, now=now, top_share=top_share)))
+    scored = _scored(shop_id, now=now, top_share=top_share, postgresql=_postgresql(session))
+    return _stream(session, _select(scored))
 
 
 async def customer_summary(
@@ -275,7 +371,8 @@ async def customer_summary(
 ) -> LapsedCustomer | None:
     """One customer's rhythm and scores, for composing their win-back email; None when they
     have bought nothing that counts. Ranking them still reads the whole shop's orders."""
-    scored = _scored(shop_id, now=now, top_share=top_share)
+    scored = _scored(shop_id, now=now, top_share=top_share, postgresql=_postgresql(session))
     query = _select(scored).where(scored.c.email == email.strip().lower())
+    await _more_work_mem(session)
     row = (await session.exec(query)).first()  # type: ignore[call-overload]
     return None if row is None else _customer(row)

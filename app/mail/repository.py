@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.commerce.repository import normalize_email
@@ -17,6 +17,15 @@ async def is_unsubscribed(session: AsyncSession, shop_id: int, email: str) -> bo
         Unsubscribe.shop_id == shop_id, Unsubscribe.email == normalize_email(email)
     )
     return (await session.exec(query)).first() is not None
+
+
+async def unsubscribed_among(session: AsyncSession, shop_id: int, emails: list[str]) -> set[str]:
+    """Which of `emails` (normalized) have unsubscribed: `is_unsubscribed` for a batch at once."""
+    wanted = {e for e in map(normalize_email, emails) if e}
+    query = select(Unsubscribe.email).where(
+        Unsubscribe.shop_id == shop_id, col(Unsubscribe.email).in_(wanted)
+    )
+    return set((await session.exec(query)).all())
 
 
 async def add_unsubscribe(
