@@ -31,6 +31,7 @@ RETRY_AFTER_SECONDS = 30
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = await create_pool(redis_settings(get_settings()))
+    app.state.inbox_writer = InboxWriter(app.state.redis)
     try:
         yield
     finally:
@@ -55,7 +56,6 @@ async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Rebound", lifespan=lifespan)
-    app.state.inbox_writer = InboxWriter()
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(RequestValidationError, request_validation_errors)
