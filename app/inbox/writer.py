@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from arq.connections import ArqRedis
 
-from app.db import sessionmaker
+from app.db import get_engine
 from app.inbox import repository
 from app.inbox.tasks import ingest_job_id
 from app.queue import enqueue_many
@@ -115,9 +115,8 @@ async def _enqueue_then_answer(redis: ArqRedis, written: list[Written]) -> None:
 async def _insert(deliveries: list[Delivery]) -> list[int | None]:
     """One INSERT for the batch; a delivery repeated within it gets its id once, the repeats
     None (a duplicate), as if they had come one after the other."""
-    async with sessionmaker()() as session:
-        stored = await repository.insert_many(session, [asdict(d) for d in deliveries])
-        await session.commit()
+    async with get_engine().begin() as connection:
+        stored = await repository.insert_many(connection, [asdict(d) for d in deliveries])
     ids: list[int | None] = []
     for delivery in deliveries:
         ids.append(stored.pop((delivery.shop_id, delivery.delivery_id), None))
