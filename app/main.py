@@ -1,5 +1,6 @@
 """The HTTP application: webhook receivers, email links, the admin's JSON API, health."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,12 +33,23 @@ RETRY_AFTER_SECONDS = 30
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = await create_pool(redis_settings(get_settings()))
     app.state.inbox_writer = InboxWriter(app.state.redis)
+    _freeze_startup_objects()
     try:
         yield
     finally:
         await app.state.inbox_writer.stop()
         await app.state.redis.aclose()
         await dispose_engine()
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what start-up made (modules, routes, SQLAlchemy's tables: about 170k objects) out of
+    the garbage collector's full passes, which walk every object. Under the ingest benchmark's
+    load one came every 1-3 s and held every request for 120-180 ms, the p99 tail; with these
+    frozen a pass takes 6-10 ms. Once a process (the tests start many apps)."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
