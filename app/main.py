@@ -1,5 +1,6 @@
 """The HTTP application: webhook receivers, email links, the admin's JSON API, health."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,12 +33,24 @@ RETRY_AFTER_SECONDS = 30
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = await create_pool(redis_settings(get_settings()))
+    app.state.inbox_writer = InboxWriter(app.state.redis)
+    _freeze_startup_objects()
     try:
         yield
     finally:
         await app.state.inbox_writer.stop()
         await app.state.redis.aclose()
         await dispose_engine()
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what start-up made (modules, routes, SQLAlchemy's tables: about 170k objects) out of
+    the garbage collector's full passes, which walk every object. Under the ingest benchmark's
+    load one came every 1-3 s and held every request for 120-180 ms, the p99 tail; with these
+    frozen a pass takes 6-10 ms. Once a process (the tests start many apps)."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -65,7 +78,6 @@ async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Rebound", lifespan=lifespan)
-    app.state.inbox_writer = InboxWriter()
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(RedisError, _queue_unavailable)

@@ -1,10 +1,14 @@
 """Jobs derive from committed rows: collected in a transaction, enqueued after it commits."""
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 from app.db import utcnow
 
@@ -44,3 +48,40 @@ class Jobs:
                 _defer_until=defer_until,
             )
         self.pending.clear()
+
+
+# arq's enqueue_job for many jobs in one round trip: the same keys, the same check (no job and
+# no result under the id, else it is left alone), in one script so the check and the write are
+# atomic, as arq's WATCH/MULTI makes them. KEYS: the queue, then each job's key and result key.
+# ARGV: the expiry in ms, then each job's id, score and serialized job.
+_ENQUEUE_MANY = """
+local queued = 0
+for n = 1, (#KEYS - 1) / 2 do
+  local job_key, result_key = KEYS[2 * n], KEYS[2 * n + 1]
+  local id, score, job = ARGV[3 * n - 1], ARGV[3 * n], ARGV[3 * n + 1]
+  if redis.call('exists', job_key, result_key) == 0 then
+    redis.call('psetex', job_key, ARGV[1], job)
+    redis.call('zadd', KEYS[1], score, id)
+    queued = queued + 1
+  end
+end
+return queued
+"""
+
+
+async def enqueue_many(redis: ArqRedis, function: str, jobs: Sequence[tuple[str, Any]]) -> int:
+    """Enqueue `function(arg)` for each (job id, arg) now, as arq's enqueue_job would one by
+    one (an id arq holds already is left alone), in one round trip; how many were new. The
+    inbox writer enqueues a whole batch this way: three round trips a job were most of the
+    cost of a delivery."""
+    if not jobs:
+        return 0
+    now = timestamp_ms()
+    keys: list[str] = [redis.default_queue_name]
+    argv: list[Any] = [redis.expires_extra_ms]
+    for job_id, arg in jobs:
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+        job = serialize_job(function, (arg,), {}, None, now, serializer=redis.job_serializer)
+        argv += [job_id, now, job]
+    queued = await cast(Awaitable[int], redis.eval(_ENQUEUE_MANY, len(keys), *keys, *argv))
+    return int(queued)

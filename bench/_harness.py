@@ -54,6 +54,9 @@ def rebound_env(
         if key not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "MAIL_TRANSPORT", "APP_URL")
     }
     env.update(REBOUND_HOME=str(home), SECRET_KEY=SECRET_KEY, PYTHONUNBUFFERED="1")
+    # The console script finds `app` through the virtualenv's editable install, which points at
+    # the checkout that made it: from another worktree the run would measure that one's code.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if database:
         env["DATABASE_URL"] = database
     if redis:

@@ -20,7 +20,8 @@ import schemathesis
 import time_machine
 from aiosmtpd.controller import Controller
 from arq.connections import ArqRedis
-from arq.constants import default_queue_name, job_key_prefix, retry_key_prefix
+from arq.constants import default_queue_name, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.jobs import deserialize_job
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy.engine import make_url
@@ -34,7 +35,7 @@ from app.links.urls import unsubscribe_token
 from app.mail.models import Unsubscribe
 from app.mail.transport import SmtpTransport
 from app.main import create_app
-from app.queue import Jobs
+from app.queue import Jobs, enqueue_many
 from app.settings import get_settings
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
@@ -327,6 +328,23 @@ async def test_a_step_due_more_than_a_day_ago_is_still_queued(redis: ArqRedis) -
 
     assert await redis.zcard(default_queue_name) == 1
     assert 0 < await redis.pttl(job_key_prefix + "run_step:1:0:0") <= 86_400_000
+
+
+async def test_jobs_enqueued_together_are_each_queued_once_as_arq_would(redis: ArqRedis) -> None:
+    # The inbox writer offers a batch's ingest jobs in one script: an id arq already holds,
+    # queued or finished, is left alone, and the rest are the jobs arq itself would write.
+    await redis.enqueue_job("ingest", 1, _job_id="ingest:1")
+    await redis.set(result_key_prefix + "ingest:2", b"done")
+
+    queued = await enqueue_many(
+        redis, "ingest", [("ingest:1", 1), ("ingest:2", 2), ("ingest:3", 3)]
+    )
+
+    assert queued == 1
+    assert await redis.zrange(default_queue_name, 0, -1) == [b"ingest:1", b"ingest:3"]
+    job = deserialize_job(await redis.get(job_key_prefix + "ingest:3"))
+    assert (job.function, job.args, job.kwargs) == ("ingest", (3,), {})
+    assert 0 < await redis.pttl(job_key_prefix + "ingest:3") <= 86_400_000
 
 
 # --- the database unreachable ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from sqlmodel import func, select
 import integrations
 from app.commerce.events import Event, InvalidPayload
 from app.commerce.models import Checkout, Order
-from app.db import sessionmaker
+from app.db import get_engine, sessionmaker
 from app.inbox import repository as inbox
 from app.inbox.models import InboxStatus
 from app.inbox.tasks import process_entry
@@ -159,11 +159,10 @@ async def _count(model: type[Any]) -> int:
 
 async def _ingest(shop: Shop, topic: str, payload: Any, delivery: str) -> int:
     assert shop.id is not None
-    async with sessionmaker()() as session:
+    async with get_engine().begin() as connection:
         row = {"shop_id": shop.id, "platform": shop.platform, "topic": topic,
                "delivery_id": delivery, "payload": json.dumps(payload)}  # fmt: skip
-        stored = await inbox.insert_many(session, [row])
-        await session.commit()
+        stored = await inbox.insert_many(connection, [row])
     return stored[shop.id, delivery]
 
 

@@ -2,20 +2,16 @@
 
 import hashlib
 import json
-import logging
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.inbox.tasks import ingest_job_id
 from app.inbox.writer import Delivery, InboxWriter
-from app.redis import RedisDep
 from app.settings import get_settings
 from app.shops.service import Signer, webhook_signer
 from integrations.shopify import webhooks as shopify
 from integrations.woocommerce import webhooks as woocommerce
 
-log = logging.getLogger("rebound.inbox")
 router = APIRouter(tags=["webhooks"])
 
 MAX_BODY = 1024 * 1024
@@ -39,7 +35,7 @@ def _from_the_app(headers: dict[str, str], body: bytes) -> bool:
 
 
 @router.post("/webhooks/shopify", response_class=JSONResponse)
-async def receive_shopify(request: Request, redis: RedisDep) -> dict[str, str]:
+async def receive_shopify(request: Request) -> dict[str, str]:
     body = await _read_body(request)
     headers = {name.lower(): value for name, value in request.headers.items()}
     domain = headers.get("x-shopify-shop-domain", "").strip().lower()
@@ -52,11 +48,11 @@ async def receive_shopify(request: Request, redis: RedisDep) -> dict[str, str]:
         raise HTTPException(401, "webhook signature could not be verified for this shop")
     if not topic:
         raise HTTPException(400, "X-Shopify-Topic header is missing")
-    return await _accept(request, redis, shop, topic, shopify.delivery_id(headers), body)
+    return await _accept(request, shop, topic, shopify.delivery_id(headers), body)
 
 
 @router.post("/webhooks/woocommerce", response_class=JSONResponse)
-async def receive_woocommerce(request: Request, redis: RedisDep) -> dict[str, str]:
+async def receive_woocommerce(request: Request) -> dict[str, str]:
     body = await _read_body(request)
     headers = {name.lower(): value for name, value in request.headers.items()}
     if woocommerce.is_ping(headers, body):
@@ -69,18 +65,17 @@ async def receive_woocommerce(request: Request, redis: RedisDep) -> dict[str, st
     topic = headers.get("x-wc-webhook-topic", "").strip()
     if not topic:
         raise HTTPException(400, "X-WC-Webhook-Topic header is missing")
-    return await _accept(request, redis, shop, topic, woocommerce.delivery_id(headers, body), body)
+    return await _accept(request, shop, topic, woocommerce.delivery_id(headers, body), body)
 
 
 async def _accept(
     request: Request,
-    redis: RedisDep,
     shop: Signer,
     topic: str,
     delivery: str | None,
     body: bytes,
 ) -> dict[str, str]:
-    """Store a verified delivery once, then hand it to the worker."""
+    """Store a verified delivery once; the writer hands a new one to the worker."""
     writer: InboxWriter = request.app.state.inbox_writer
     try:
         payload = body.decode("utf-8")
@@ -97,10 +92,4 @@ async def _accept(
             payload=payload,
         )
     )
-    if entry_id is None:
-        return {"status": "duplicate"}
-    try:
-        await redis.enqueue_job("ingest", entry_id, _job_id=ingest_job_id(entry_id))
-    except Exception:  # the row is safe; the sweeper enqueues it once Redis is back
-        log.exception("could not enqueue inbox entry %s", entry_id)
-    return {"status": "accepted"}
+    return {"status": "accepted" if entry_id is not None else "duplicate"}

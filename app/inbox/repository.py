@@ -1,32 +1,43 @@
 """Every query on the webhook inbox."""
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import insert_for
 from app.inbox.models import InboxEntry, InboxStatus
 
 
 async def insert_many(
-    session: AsyncSession, rows: Sequence[dict[str, Any]]
+    connection: AsyncConnection, rows: Sequence[dict[str, Any]]
 ) -> dict[tuple[int, str], int]:
     """Store deliveries in one statement; the new entries' ids by (shop_id, delivery_id). One
     stored before, or twice in `rows`, is stored once: the rows left out have no id."""
     if not rows:
         return {}
-    statement = (
-        insert_for(session, InboxEntry)
-        .values([{**row, "status": InboxStatus.RECEIVED} for row in rows])
-        .on_conflict_do_nothing(index_elements=["shop_id", "delivery_id"])
-        .returning(InboxEntry.id, InboxEntry.shop_id, InboxEntry.delivery_id)
+    result = await connection.execute(
+        _insert_new(connection.dialect.name),
+        [{**row, "status": InboxStatus.RECEIVED} for row in rows],
     )
-    result = await session.exec(statement)
     return {(shop_id, delivery_id): entry_id for entry_id, shop_id, delivery_id in result.all()}
+
+
+@functools.cache
+def _insert_new(dialect: str) -> Any:
+    """Core, executed with a list of rows: SQLAlchemy sends them as one multi-row INSERT from a
+    statement it compiles once. The ORM's bulk insert built and compiled one per batch, and cost
+    four times as much CPU for 32 rows (about 0.3 ms a row)."""
+    table = InboxEntry.__table__  # type: ignore[attr-defined]
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return insert.on_conflict_do_nothing(index_elements=["shop_id", "delivery_id"]).returning(
+        table.c.id, table.c.shop_id, table.c.delivery_id
+    )
 
 
 async def get(session: AsyncSession, entry_id: int) -> InboxEntry | None:

@@ -8,8 +8,12 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass
 
-from app.db import sessionmaker
+from arq.connections import ArqRedis
+
+from app.db import get_engine
 from app.inbox import repository
+from app.inbox.tasks import ingest_job_id
+from app.queue import enqueue_many
 
 log = logging.getLogger("rebound.inbox")
 
@@ -26,17 +30,22 @@ class Delivery:
 
 
 Waiting = tuple[Delivery, "asyncio.Future[int | None]"]
+Written = tuple["asyncio.Future[int | None]", int | None]
 
 
 class InboxWriter:
-    """One writer task per process, started by the first delivery (on the server's loop)."""
+    """One writer task per process, started by the first delivery (on the server's loop). It
+    also enqueues `ingest` for the new entries of a batch, in one round trip to Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
         self._queue: asyncio.Queue[Waiting] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._enqueueing: set[asyncio.Task[None]] = set()
 
     async def store(self, delivery: Delivery) -> int | None:
-        """The new inbox entry's id once it is committed; None for a delivery stored before."""
+        """The new inbox entry's id once it is committed (and offered to the worker); None for
+        a delivery stored before."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._queue = asyncio.Queue()
@@ -50,6 +59,11 @@ class InboxWriter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._enqueueing:  # committed rows: let their jobs reach Redis, if it answers soon
+            _, late = await asyncio.wait(set(self._enqueueing), timeout=5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._task = self._queue = None
 
     async def _run(self, queue: asyncio.Queue[Waiting]) -> None:
@@ -58,36 +72,51 @@ class InboxWriter:
             while len(batch) < MAX_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                await _write(batch)
+                written = await _write(batch)
             except asyncio.CancelledError:
                 _fail(batch, ConnectionError("the server is stopping"))
                 raise
+            # The next batch's INSERT need not wait for this one's round trip to Redis.
+            task = asyncio.create_task(_enqueue_then_answer(self._redis, written))
+            self._enqueueing.add(task)
+            task.add_done_callback(self._enqueueing.discard)
 
 
-async def _write(batch: list[Waiting]) -> None:
+async def _write(batch: list[Waiting]) -> list[Written]:
     """All rows in one transaction; if that fails, each alone, so one bad row (or a shop
-    deleted meanwhile) fails only its own request, and an outage fails them all."""
+    deleted meanwhile) fails only its own request, and an outage fails them all. The rows
+    committed, with their futures, still to be answered."""
     try:
         ids = await _insert([delivery for delivery, _ in batch])
     except Exception as exc:
         if len(batch) == 1:
             _fail(batch, exc)
-            return
+            return []
         log.warning("inbox batch of %s failed (%s); storing one by one", len(batch), exc)
-        for waiting in batch:
-            await _write([waiting])
-        return
-    for (_, future), entry_id in zip(batch, ids, strict=True):
-        if not future.done():
-            future.set_result(entry_id)
+        return [written for waiting in batch for written in await _write([waiting])]
+    return [(future, entry_id) for (_, future), entry_id in zip(batch, ids, strict=True)]
+
+
+async def _enqueue_then_answer(redis: ArqRedis, written: list[Written]) -> None:
+    """Each request is answered only after its row is committed, and after its job was offered
+    to Redis; an enqueue that fails leaves the rows to the sweeper, which offers every entry
+    still unprocessed after 30 s."""
+    new = [(ingest_job_id(entry_id), entry_id) for _, entry_id in written if entry_id is not None]
+    try:
+        await enqueue_many(redis, "ingest", new)
+    except Exception:
+        log.exception("could not enqueue inbox entries %s", [entry_id for _, entry_id in new])
+    finally:  # cancelled (the server stopping) too: the rows are committed
+        for future, entry_id in written:
+            if not future.done():
+                future.set_result(entry_id)
 
 
 async def _insert(deliveries: list[Delivery]) -> list[int | None]:
     """One INSERT for the batch; a delivery repeated within it gets its id once, the repeats
     None (a duplicate), as if they had come one after the other."""
-    async with sessionmaker()() as session:
-        stored = await repository.insert_many(session, [asdict(d) for d in deliveries])
-        await session.commit()
+    async with get_engine().begin() as connection:
+        stored = await repository.insert_many(connection, [asdict(d) for d in deliveries])
     ids: list[int | None] = []
     for delivery in deliveries:
         ids.append(stored.pop((delivery.shop_id, delivery.delivery_id), None))
