@@ -161,9 +161,8 @@ def _seven_bit(message: EmailMessage) -> bytes:
     return wire_bytes(converted)
 
 
-# Connections are kept open between messages: a new one costs a TCP handshake, EHLO (and
-# STARTTLS and AUTH), about a third of a worker's time per email in bench/send.py, and servers
-# rate-limit clients that connect per message. An idle connection is dropped before servers
+# Connections are kept open between messages: a new one costs a TCP handshake and EHLO (and
+# STARTTLS and AUTH) every time, and servers rate-limit clients that connect per message. An idle connection is dropped before servers
 # usually time it out (Postfix's smtpd_timeout is 300 s, busy servers go lower), and one
 # connection carries at most POOL_MESSAGES, as bulk senders do, so no session grows unbounded.
 POOL_IDLE_SECONDS = 20.0
