@@ -162,9 +162,10 @@ def _seven_bit(message: EmailMessage) -> bytes:
 
 
 # Connections are kept open between messages: a new one costs a TCP handshake and EHLO (and
-# STARTTLS and AUTH) every time, and servers rate-limit clients that connect per message. An idle connection is dropped before servers
-# usually time it out (Postfix's smtpd_timeout is 300 s, busy servers go lower), and one
-# connection carries at most POOL_MESSAGES, as bulk senders do, so no session grows unbounded.
+# STARTTLS and AUTH) every time, and servers rate-limit clients that connect per message. An
+# idle connection is dropped before servers usually time it out (Postfix's smtpd_timeout is
+# 300 s, busy servers go lower), and one connection carries at most POOL_MESSAGES, as bulk
+# senders do, so no session grows unbounded.
 POOL_IDLE_SECONDS = 20.0
 POOL_MESSAGES = 100
 # What a server that dropped an idle connection answers with, before anything was handed over.
