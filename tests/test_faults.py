@@ -35,7 +35,7 @@ from app.links.urls import unsubscribe_token
 from app.mail.models import Unsubscribe
 from app.mail.transport import SmtpTransport
 from app.main import create_app
-from app.queue import Jobs, enqueue_many
+from app.queue import Job, Jobs, enqueue_many
 from app.settings import get_settings
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
@@ -336,15 +336,21 @@ async def test_jobs_enqueued_together_are_each_queued_once_as_arq_would(redis: A
     await redis.enqueue_job("ingest", 1, _job_id="ingest:1")
     await redis.set(result_key_prefix + "ingest:2", b"done")
 
-    queued = await enqueue_many(
-        redis, "ingest", [("ingest:1", 1), ("ingest:2", 2), ("ingest:3", 3)]
-    )
+    queued = await enqueue_many(redis, [Job("ingest", (n,), f"ingest:{n}") for n in (1, 2, 3)])
 
     assert queued == 1
     assert await redis.zrange(default_queue_name, 0, -1) == [b"ingest:1", b"ingest:3"]
     job = deserialize_job(await redis.get(job_key_prefix + "ingest:3"))
     assert (job.function, job.args, job.kwargs) == ("ingest", (3,), {})
     assert 0 < await redis.pttl(job_key_prefix + "ingest:3") <= 86_400_000
+
+    # A job deferred to later gets that time as its score, and arq's day after it to expire.
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert await enqueue_many(redis, [Job("run_step", (7, 0), "run_step:7:0", later)]) == 1
+    assert await redis.zscore(default_queue_name, "run_step:7:0") == int(later.timestamp() * 1000)
+    assert 86_400_000 < await redis.pttl(job_key_prefix + "run_step:7:0") <= 93_600_000
+    job = deserialize_job(await redis.get(job_key_prefix + "run_step:7:0"))
+    assert (job.function, job.args) == ("run_step", (7, 0))
 
 
 # --- the database unreachable ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from app.db import get_engine
 from app.inbox import repository
 from app.inbox.tasks import ingest_job_id
-from app.queue import enqueue_many
+from app.queue import Job, enqueue_many
 
 log = logging.getLogger("rebound.inbox")
 
@@ -101,11 +101,13 @@ async def _enqueue_then_answer(redis: ArqRedis, written: list[Written]) -> None:
     """Each request is answered only after its row is committed, and after its job was offered
     to Redis; an enqueue that fails leaves the rows to the sweeper, which offers every entry
     still unprocessed after 30 s."""
-    new = [(ingest_job_id(entry_id), entry_id) for _, entry_id in written if entry_id is not None]
+    new = [entry_id for _, entry_id in written if entry_id is not None]
     try:
-        await enqueue_many(redis, "ingest", new)
+        await enqueue_many(
+            redis, [Job("ingest", (entry_id,), ingest_job_id(entry_id)) for entry_id in new]
+        )
     except Exception:
-        log.exception("could not enqueue inbox entries %s", [entry_id for _, entry_id in new])
+        log.exception("could not enqueue inbox entries %s", new)
     finally:  # cancelled (the server stopping) too: the rows are committed
         for future, entry_id in written:
             if not future.done():
