@@ -1064,7 +1064,6 @@ async def _alert(
         await session.commit()
         return
     claim.status = SendStatus.SENT
-    claim.message_id = message["Message-ID"]
     claim.sent_at = utcnow()
     await session.commit()
 
