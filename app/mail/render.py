@@ -3,6 +3,7 @@ branding, styles inlined, links tracked, headers set. compose.py decides what an
 this decides how every email is made."""
 
 import re
+import secrets
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -24,6 +25,8 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 # Long header lines (List-Unsubscribe URLs) stay plain ASCII instead of RFC 2047 encoded words.
 SMTP_POLICY = policy.SMTP.clone(max_line_length=998)
+# Header lines up to this long are written as they are (RFC 5322 2.1.1: "SHOULD" fold at 78).
+HEADER_LINE = 78
 DEFAULT_ACCENT = "#111111"
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -141,26 +144,70 @@ def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str
     sender = sender_address(shop)
     domain = sender.rpartition("@")[2] or "localhost"
     profile = shop.profile or {}
+    name = _one_line(context["brand"]["name"])
     message = EmailMessage(policy=SMTP_POLICY)
-    message["Subject"] = context["subject"]
-    message["From"] = formataddr((_one_line(context["brand"]["name"]), sender))
+    _set_header(message, "Subject", context["subject"])
+    _set_header(message, "From", formataddr((name, sender)), plain=name.isascii())
     # Who the mail is from, as an organisation: mail filters weigh a shop's images hosted on its
     # platform's CDN (cdn.shopify.com) differently when the sender names itself.
-    message["Organization"] = _one_line(context["brand"]["name"])
+    _set_header(message, "Organization", name)
     if profile.get("reply_to"):
         message["Reply-To"] = _one_line(str(profile["reply_to"]))
     message["To"] = to
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=domain)
+    message.set_raw("Date", format_datetime(datetime.now(UTC)))
+    message.set_raw("Message-ID", make_msgid(domain=domain))
     if context.get("unsubscribe_url"):
         # RFC 2369 and RFC 8058: mail programs show an unsubscribe button and POST to the URL.
-        message["List-Unsubscribe"] = (
-            f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>"
+        _set_header(
+            message,
+            "List-Unsubscribe",
+            f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>",
         )
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
+        message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    message.set_raw("MIME-Version", "1.0")
+    boundary = _boundary(text, html)
+    message.set_raw("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+    message.set_payload([_text_part(text, "plain"), _text_part(html, "html")])
     return finish(message, context["brand"]["name"], shop.domain)
+
+
+def _set_header(message: EmailMessage, name: str, value: str, *, plain: bool = True) -> None:
+    """A header as the email package would write it, without its parser where that changes
+    nothing: a short ASCII value is set raw (parsing and refolding headers was most of a
+    message's making, bench/send.py). Anything else goes through the parser, which encodes and
+    folds it. Line breaks are refused either way, as the parser refuses them."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("Header values may not contain linefeed or carriage return characters")
+    if plain and value.isascii() and len(name) + 2 + len(value) <= HEADER_LINE:
+        message.set_raw(name, value)
+    else:
+        message[name] = value
+
+
+def _text_part(body: str, subtype: str) -> EmailMessage:
+    """A UTF-8 text part, the same bytes as EmailMessage.set_content makes (7bit when ASCII,
+    else 8bit, LF line ends until sent), built without re-parsing its own headers. Lines too
+    long for SMTP take set_content's own way (quoted-printable or base64)."""
+    part = EmailMessage(policy=SMTP_POLICY)
+    lines = body.encode().splitlines()
+    if max((len(line) for line in lines), default=0) > SMTP_POLICY.max_line_length:
+        part.set_content(body, subtype=subtype)
+        del part["MIME-Version"]  # set_content's; only the top level needs one
+        return part
+    encoded = b"\n".join(lines) + b"\n"
+    part.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    part.set_raw("Content-Transfer-Encoding", "7bit" if encoded.isascii() else "8bit")
+    part.set_payload(encoded.decode("ascii", "surrogateescape"))
+    return part
+
+
+def _boundary(*bodies: str) -> str:
+    """A MIME boundary as the email package makes one (19 random digits), found in no body. Set
+    here because the generator checks only the boundaries it makes itself."""
+    while True:
+        boundary = "=" * 15 + f"{secrets.randbelow(10**19):019d}" + "=="
+        if not any(boundary in body for body in bodies):
+            return boundary
 
 
 def finish(message: EmailMessage, shop_name: str, shop_domain: str) -> EmailMessage:
