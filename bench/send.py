@@ -3,7 +3,7 @@ second to a local SMTP sink, next to a baseline in the same run that renders one
 and sends it with aiosmtplib to the same sink.
 
     .venv/bin/python bench/send.py [--emails 2000] [--database postgresql://…/NEW_DB]
-                                   [--redis redis://127.0.0.1:6379/DB] [--profile]
+                                   [--redis redis://127.0.0.1:6379/DB] [--profile] [--cprofile]
 
 The sink is aiosmtpd in a process of its own (bench/_smtp_sink.py), counting messages and when
 they arrive. The baseline renders templates/email/abandoned_cart.html (Rebound's own template,
@@ -376,9 +376,12 @@ async def rebound_run(
             progress(f"rebound worker: {options.emails} run_step jobs queued")
             sink_cpu, load_before = sink.cpu_seconds(), load_average()
             started = time.time()
-            worker = Child(
-                "rebound worker", [str(REBOUND), "worker"], worker_env, home / "worker.log"
-            )
+            cprofile_path = ROOT / "bench/results" / f"send-{options.label}-worker.prof"
+            argv = [str(REBOUND), "worker"]
+            if options.cprofile:  # deterministic, in-process: greenlets break py-spy's stacks
+                cprofile_path.parent.mkdir(parents=True, exist_ok=True)
+                argv = [str(PYTHON), "-m", "cProfile", "-o", str(cprofile_path), *argv]
+            worker = Child("rebound worker", argv, worker_env, home / "worker.log")
             profiler = None
             try:
                 if options.profile:
@@ -457,6 +460,11 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait per side")
     parser.add_argument("--profile", action="store_true", help="py-spy on the worker")
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="run the worker under cProfile (bench/results/send-<database>-worker.prof)",
+    )
     options = parser.parse_args()
     options.label = backend(options.database)
     progress(

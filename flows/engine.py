@@ -359,19 +359,27 @@ def _enrolled(jobs: Jobs, enrollment: Enrollment) -> None:
     schedule(jobs, enrollment)
 
 
-async def load_subject(session: AsyncSession, enrollment: Enrollment) -> Subject:
-    shop = await shops.get(session, enrollment.shop_id)
-    assert shop is not None
+async def load_subject(
+    session: AsyncSession,
+    enrollment: Enrollment,
+    loaded: tuple[Shop, Flow | None, Checkout | None] | None = None,
+) -> Subject:
+    """What the enrollment is about; `loaded`: its shop, flow and cart, read already with it
+    (repository.step_rows)."""
+    if loaded is None:
+        shop = await shops.get(session, enrollment.shop_id)
+        assert shop is not None
+        flow = await repository.get_flow(session, shop.id or 0, enrollment.flow)
+        checkout = None
+        if enrollment.checkout_id is not None:
+            checkout = await commerce.get_checkout(
+                session, enrollment.shop_id, enrollment.checkout_id
+            )
+        loaded = shop, flow, checkout
+    shop, flow, checkout = loaded
     subject = Subject(
-        shop,
-        await repository.get_flow(session, shop.id or 0, enrollment.flow),
-        snapshot=enrollment.context.get("settings"),
-        name=enrollment.flow,
+        shop, flow, checkout, snapshot=enrollment.context.get("settings"), name=enrollment.flow
     )
-    if enrollment.checkout_id is not None:
-        subject.checkout = await commerce.get_checkout(
-            session, enrollment.shop_id, enrollment.checkout_id
-        )
     if enrollment.order_id is not None:
         subject.order = await commerce.get_order_by_id(
             session, enrollment.shop_id, enrollment.order_id
@@ -494,12 +502,13 @@ async def run_step(
     session: AsyncSession, jobs: Jobs, transport: Transport, enrollment_id: int, step: int
 ) -> str:
     """Run one due step at most once. Commits: the claim is durable before the message leaves."""
-    enrollment = await repository.get_enrollment(session, enrollment_id)
-    if enrollment is None or enrollment.status != EnrollmentStatus.ACTIVE:
+    rows = await repository.step_rows(session, enrollment_id)
+    if rows is None or rows[0].status != EnrollmentStatus.ACTIVE:
         return "not active"
+    enrollment = rows[0]
     if enrollment.next_step != step or enrollment.due_at is None or enrollment.due_at > utcnow():
         return "not due"
-    subject = await load_subject(session, enrollment)
+    subject = await load_subject(session, enrollment, rows[1:])
     reason = await _exit_reason(session, enrollment, subject)
     if reason:
         exit_enrollment(enrollment, reason)
@@ -695,7 +704,11 @@ async def _exit_reason(
         return "uninstalled"
     if subject.flow is None or not subject.flow.enabled:
         return "flow_disabled"
-    if await mail_repository.is_suppressed(session, enrollment.shop_id, enrollment.email):
+    suppressed, unsubscribed = await mail_repository.opted_out(
+        session, enrollment.shop_id, enrollment.email
+    )
+    subject.unsubscribed.setdefault(enrollment.email, unsubscribed)
+    if suppressed:
         return "suppressed"  # bounced or complained: not even service emails
     trigger = TRIGGERS[enrollment.flow]
     if trigger == "checkout":
@@ -734,7 +747,7 @@ async def _checkout_exit(
     """Why a cart needs no (more) reminders. `exit_on_order` off: only an order from this very
     cart ends them, not one the customer placed some other way."""
     by_customer = bool(settings["exit_on_order"])
-    if checkout.completed_at or await commerce.order_for_checkout(
+    if checkout.completed_at or await commerce.checkout_settled(
         session, checkout, by_customer=by_customer
     ):
         return "purchased"

@@ -4,14 +4,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, or_, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, update
 from sqlalchemy.orm import QueryableAttribute, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.commerce.models import Checkout
 from app.db import insert_for, utcnow
+from app.shops.models import Shop
 from flows.models import (
     Click,
     CustomerPreference,
@@ -37,6 +39,37 @@ async def list_flows(session: AsyncSession, shop_id: int) -> Sequence[Flow]:
 
 async def get_enrollment(session: AsyncSession, enrollment_id: int) -> Enrollment | None:
     return await session.get(Enrollment, enrollment_id, populate_existing=True)
+
+
+# Built once: a statement object keeps its cache key, so each step skips building the query and
+# working out its key again (bench/send.py).
+_STEP_ROWS = (
+    select(Enrollment, Shop, Flow, Checkout)
+    .join(Shop, col(Shop.id) == col(Enrollment.shop_id))
+    .outerjoin(
+        Flow,
+        and_(col(Flow.shop_id) == col(Enrollment.shop_id), col(Flow.name) == col(Enrollment.flow)),
+    )
+    .outerjoin(
+        Checkout,
+        and_(
+            col(Checkout.id) == col(Enrollment.checkout_id),
+            col(Checkout.shop_id) == col(Enrollment.shop_id),
+        ),
+    )
+    .where(col(Enrollment.id) == bindparam("enrollment_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+async def step_rows(
+    session: AsyncSession, enrollment_id: int
+) -> tuple[Enrollment, Shop, Flow | None, Checkout | None] | None:
+    """What every step reads first, in one round trip: the enrollment, its shop, its flow (None
+    once deleted) and its cart (None for other flows, or once the cart is gone)."""
+    result = await session.exec(_STEP_ROWS, params={"enrollment_id": enrollment_id})
+    row = result.first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
 
 
 async def enrollment_for_checkout(

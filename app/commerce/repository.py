@@ -123,11 +123,11 @@ async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) 
     return order
 
 
-async def order_for_checkout(
+async def checkout_settled(
     session: AsyncSession, checkout: Checkout, *, by_customer: bool = True
-) -> Order | None:
-    """An order that settles this checkout: same checkout or cart, or (`by_customer`) any order
-    of the same customer since they started it."""
+) -> bool:
+    """Whether an order settles this checkout: same checkout or cart, or (`by_customer`) any
+    order of the same customer since they started it. Asks for one id, not the order rows."""
     matches = [col(Order.checkout_token) == checkout.token]
     if checkout.cart_token:
         matches.append(col(Order.cart_token) == checkout.cart_token)
@@ -135,12 +135,8 @@ async def order_for_checkout(
         matches.append(
             (col(Order.email) == checkout.email) & (col(Order.placed_at) >= checkout.started_at)
         )
-    query = (
-        select(Order)
-        .where(Order.shop_id == checkout.shop_id, or_(*matches))
-        .order_by(col(Order.placed_at))
-    )
-    return (await session.exec(query)).first()
+    query = select(Order.id).where(Order.shop_id == checkout.shop_id, or_(*matches)).limit(1)
+    return (await session.exec(query)).first() is not None
 
 
 async def checkout_ids_for_order(session: AsyncSession, order: Order) -> list[int]:

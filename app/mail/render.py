@@ -23,8 +23,9 @@ from app.shops.models import Shop
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
+BODY_LINE = 998  # the longest line SMTP carries (RFC 5321 4.5.3.1.6)
 # Long header lines (List-Unsubscribe URLs) stay plain ASCII instead of RFC 2047 encoded words.
-SMTP_POLICY = policy.SMTP.clone(max_line_length=998)
+SMTP_POLICY = policy.SMTP.clone(max_line_length=BODY_LINE)
 # Header lines up to this long are written as they are (RFC 5322 2.1.1: "SHOULD" fold at 78).
 HEADER_LINE = 78
 DEFAULT_ACCENT = "#111111"
@@ -190,7 +191,7 @@ def _text_part(body: str, subtype: str) -> EmailMessage:
     long for SMTP take set_content's own way (quoted-printable or base64)."""
     part = EmailMessage(policy=SMTP_POLICY)
     lines = body.encode().splitlines()
-    if max((len(line) for line in lines), default=0) > SMTP_POLICY.max_line_length:
+    if max((len(line) for line in lines), default=0) > BODY_LINE:
         part.set_content(body, subtype=subtype)
         del part["MIME-Version"]  # set_content's; only the top level needs one
         return part

@@ -2,6 +2,7 @@
 
 from typing import Literal
 
+from sqlalchemy import exists
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,6 +38,19 @@ async def add_unsubscribe(
         .on_conflict_do_nothing(index_elements=["shop_id", "email"])
     )
     await session.exec(statement)
+
+
+async def opted_out(session: AsyncSession, shop_id: int, email: str) -> tuple[bool, bool]:
+    """(suppressed, unsubscribed) for the address, in one round trip: every step asks both."""
+    address = normalize_email(email)
+    suppressed = exists().where(
+        col(Suppression.shop_id) == shop_id, col(Suppression.email) == address
+    )
+    unsubscribed = exists().where(
+        col(Unsubscribe.shop_id) == shop_id, col(Unsubscribe.email) == address
+    )
+    row = (await session.exec(select(suppressed, unsubscribed))).one()
+    return bool(row[0]), bool(row[1])
 
 
 async def is_suppressed(session: AsyncSession, shop_id: int, email: str) -> bool:
