@@ -45,12 +45,16 @@ class PostmarkStandin:
     failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    # The (host, port) each request came from: one port for several, one kept connection.
+    peers: list[tuple[str, int]] = field(default_factory=list)
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/email", self.email, methods=["POST"])])
 
     async def email(self, request: Request) -> Response:
         self.headers.append(dict(request.headers))
+        if request.client is not None:
+            self.peers.append((request.client.host, request.client.port))
         if request.headers.get("x-postmark-server-token") != self.server_token:
             return JSONResponse(
                 {"ErrorCode": 10, "Message": "The Server Token you provided in the "

@@ -264,6 +264,20 @@ async def test_postmark_gets_the_message_as_json_with_every_header_and_the_shop(
     assert not {"From", "To", "Subject", "Content-Type", "MIME-Version"} & set(headers)
 
 
+async def test_postmark_keeps_its_connection_between_messages(
+    shop: Shop, postmark: PostmarkStandin
+) -> None:
+    transport, message = PostmarkTransport(postmark.server_token), await composed(shop)
+    for _ in range(3):
+        await transport.deliver(message, shop_domain=SHOP_DOMAIN)
+
+    assert len(postmark.received) == 3
+    assert len(set(postmark.peers)) == 1  # one TCP connection for the three
+    await close_transports(transport)
+    await transport.deliver(message, shop_domain=SHOP_DOMAIN)
+    assert len(set(postmark.peers)) == 2  # closed at shutdown: a new one after
+
+
 async def test_postmark_stream_comes_from_the_stream_header(postmark: PostmarkStandin) -> None:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "a@rebound.test", CUSTOMER, "Hi"
