@@ -465,10 +465,13 @@ async def _stream(
     query = _scored(shop_id, breaks)
     if condition is not None:
         query = query.where(condition)
-    # yield_per makes psycopg use a server-side cursor (and aiosqlite fetch in batches).
-    result = await session.stream(query.execution_options(yield_per=STREAM_BATCH))
+    # yield_per makes psycopg use a server-side cursor (and aiosqlite fetch in batches). On the
+    # session's connection, in its transaction, but as a Core statement: the ORM's row loading
+    # was a fifth of the time at a million rows, for plain columns.
+    connection = await session.connection()
+    result = await connection.stream(query.execution_options(yield_per=STREAM_BATCH))
     try:
-        async for batch in result.partitions():
+        async for batch in result.partitions(STREAM_BATCH):
             for row in batch:
                 yield _customer(row)
     finally:
@@ -510,17 +513,13 @@ async def customer_summary(
     session: AsyncSession, shop_id: int, email: str, *, top_share: float = 0.02
 ) -> LapsedCustomer | None:
     """One customer's rhythm and scores, for composing their email; None when they have bought
-    nothing that counts. Their row, and where it ranks: the customers before them in each
-    dimension's index counted (index-only), never the shop's orders."""
+    nothing that counts. Their row, then where it ranks (`_standing`), never the shop's
+    orders."""
     figures = await session.get(CustomerFigures, (shop_id, email.strip().lower()))
     if figures is None:
         return None
-    customers = await _customer_count(session, shop_id)
-    recency, frequency, monetary = _dimensions()
-    scores = []
-    for value in (recency, frequency, monetary):
-        before = await _count_before(session, figures, value, getattr(figures, value.key))
-        scores.append(_ntile(1 + before, customers))
+    customers, before, at_least = await _standing(session, figures)
+    recency, frequency, monetary = (_ntile(1 + n, customers) for n in before)
     return LapsedCustomer(
         email=figures.email,
         orders=figures.orders,
@@ -529,40 +528,29 @@ async def customer_summary(
         if figures.median_gap_ms is None
         else timedelta(milliseconds=figures.median_gap_ms),
         monetary=Decimal(figures.monetary).scaleb(-_MONEY_SCALE),
-        recency_score=scores[0],
-        frequency_score=scores[1],
-        monetary_score=scores[2],
-        top=await _is_top(session, figures, customers, top_share),
+        recency_score=recency,
+        frequency_score=frequency,
+        monetary_score=monetary,
+        # the share of customers who spent at least as much, as _top_count divides it
+        top=at_least / customers <= top_share,
     )
 
 
-async def _count_before(
-    session: AsyncSession, figures: CustomerFigures, value: Any, mine: Any
-) -> int:
-    """How many of the shop's customers come before this one by (value, email)."""
-    query = select(func.count()).where(
-        col(CustomerFigures.shop_id) == figures.shop_id,
-        tuple_(value, col(CustomerFigures.email)) < (mine, figures.email),
-    )
-    return int((await session.exec(query)).scalar_one())  # type: ignore[call-overload]
-
-
-async def _is_top(
-    session: AsyncSession, figures: CustomerFigures, customers: int, top_share: float
-) -> bool:
-    """Whether at most the top count of customers spent at least as much as this one: counted
-    no further than one past that count, so a customer far from the top costs little."""
-    top = _top_count(customers, top_share)
-    if top == 0:
-        return False
-    at_least = (
-        select(literal_column("1"))
-        .where(
-            col(CustomerFigures.shop_id) == figures.shop_id,
-            col(CustomerFigures.monetary) >= figures.monetary,
+async def _standing(session: AsyncSession, figures: CustomerFigures) -> tuple[int, list[int], int]:
+    """(the shop's customers, how many come before this one by (value, email) in each RFM
+    dimension, how many spent at least as much), counted in one pass over the shop's figures:
+    one small row per customer, no sort. Counting through each dimension's index instead took
+    four scans."""
+    me = figures.email
+    before = [
+        func.count().filter(
+            tuple_(value, col(CustomerFigures.email)) < (getattr(figures, value.key), me)
         )
-        .limit(top + 1)
-        .subquery()
+        for value in _dimensions()
+    ]
+    at_least = func.count().filter(col(CustomerFigures.monetary) >= figures.monetary)
+    query = select(func.count(), *before, at_least).where(
+        col(CustomerFigures.shop_id) == figures.shop_id
     )
-    counted = (await session.exec(select(func.count()).select_from(at_least))).scalar_one()  # type: ignore[call-overload]
-    return counted <= top
+    customers, recency, frequency, monetary, spent = (await session.exec(query)).one()  # type: ignore[call-overload]
+    return customers, [recency, frequency, monetary], spent
