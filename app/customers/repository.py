@@ -5,7 +5,7 @@ Figures, not orders: `customer_figures` holds one row per customer of a shop (or
 first and last order, median gap, money spent), recomputed from that customer's orders by
 `refresh_figures` whenever one of their orders, cancellations or refunds is stored, in the same
 transaction. The daily lapse scan and RFM scoring then read a million small rows, not five
-million orders; one customer's summary reads their row and counts through three indexes.
+million orders; one customer's summary reads their row and counts where it ranks in one pass.
 
 What counts as bought: an order of the shop with an email, not cancelled, and not refunded in
 full: an order with refunds summing to at least its total is left out; one with no refunds
@@ -539,8 +539,9 @@ async def customer_summary(
 async def _standing(session: AsyncSession, figures: CustomerFigures) -> tuple[int, list[int], int]:
     """(the shop's customers, how many come before this one by (value, email) in each RFM
     dimension, how many spent at least as much), counted in one pass over the shop's figures:
-    one small row per customer, no sort. Counting through each dimension's index instead took
-    four scans."""
+    one small row per customer, no sort; on PostgreSQL from the monetary index alone, which
+    includes the other dimensions. Counting through each dimension's index instead took four
+    scans."""
     me = figures.email
     before = [
         func.count().filter(
