@@ -2,6 +2,7 @@
 
 from app.analytics.models import AbTest, Assignment, Attribution
 from app.commerce.models import Checkout, Order, OrderItem, Refund, Shipment
+from app.customers.models import CustomerFigures
 from app.inbox.models import InboxEntry
 from app.mail.models import Suppression, Unsubscribe
 from app.privacy.models import DataRequest
@@ -14,6 +15,7 @@ __all__ = [
     "Attribution",
     "Checkout",
     "Click",
+    "CustomerFigures",
     "CustomerPreference",
     "DataRequest",
     "Enrollment",

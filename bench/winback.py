@@ -17,11 +17,19 @@ What it does:
    they come out freshly packed), then VACUUM ANALYZE: as autovacuum does in production after
    that many inserts, it sets the visibility map, without which the lapse and RFM queries'
    index-only scan of the covering index (migration 0016) would fetch every order from the heap.
+   Then the shop's `customer_figures` are built by migration 0019's own backfill statement
+   (timed: "backfill", what an existing shop's upgrade costs), and VACUUM ANALYZE them.
 3. Per size and query, each in a fresh subprocess so peaks do not carry over, it measures:
    - baseline: streaming the shop's orders in (email, placed_at) order, three columns, through the
      same session and server-side cursor (`yield_per`): the read no analytics can avoid;
    - `lapsed_customers` iterated to the end;
-   - `rfm_scores` iterated to the end.
+   - `rfm_scores` iterated to the end;
+   - summary: `customer_summary` (which every email of the other flows asks for its segment)
+     for 50 random customers one at a time, median and slowest;
+   - maintain: new orders of existing customers stored through `commerce.insert_order`, 50 a
+     transaction, in rounds alternating between keeping the figures up to date and not
+     (refresh_figures swapped for a no-op in that process: the write path before 0019), as ms
+     an order and their ratio; the orders are deleted after and the figures recomputed.
    - with --scan (at --scan-sizes, default every size): `flows.winback.scan_shop`, the daily job
      itself, with the flow settings as installed: the lapse stream read in one session, an
      enrollment written per lapsed customer in another, committed every `flows.winback.BATCH`
@@ -31,8 +39,8 @@ What it does:
      It writes an enrollment per lapsed customer (about 500k at 1M, some ten round trips each):
      --scan-limit N stops it, right after a batch's commit, once N lapsed customers are read.
    --repeat N measures each N times, each in its own process, and shows the median.
-   Time is wall time from the call to the last row (and to the first row: the window functions
-   make PostgreSQL finish nearly all its work before the first row comes). Memory is the
+   Time is wall time from the call to the last row (and to the first row: the break-points are
+   read before the first row comes). Memory is the
    subprocess's peak resident set, VmHWM from /proc/self/status: the whole Python process,
    interpreter and imports included; the resident set just before the query is shown too.
    (Not ru_maxrss: on Linux a child's ru_maxrss starts at its parent's peak, carried over the
@@ -75,6 +83,11 @@ TARGET_MB = 300.0
 TARGET_SIZE = 1_000_000
 QUERIES = ("baseline", "lapsed", "rfm")
 SCAN = "scan"  # flows.winback.scan_shop, with --scan
+SUMMARY = "summary"  # customer_summary of SUMMARIES customers, one at a time
+MAINTAIN = "maintain"  # orders stored with the figures kept up to date, and without
+SUMMARIES = 50
+MAINTENANCE_ROUNDS = 10
+MAINTENANCE_BATCH = 50  # orders per transaction, as ingest commits deliveries together
 
 
 def log(message: str) -> None:
@@ -182,7 +195,7 @@ def load(url: str, size: int, per_customer: int, seed: int) -> tuple[int, int, f
     with connect(url) as conn:
         conn.execute("SET synchronous_commit = off")
         # A shop left half loaded by an interrupted run goes first, with its rows.
-        for table in ("orders", "refunds"):
+        for table in ("orders", "refunds", "customer_figures"):
             conn.execute(
                 f"DELETE FROM {table} WHERE shop_id IN (SELECT id FROM shops WHERE domain = %s)",
                 (domain,),
@@ -270,14 +283,42 @@ def load(url: str, size: int, per_customer: int, seed: int) -> tuple[int, int, f
             " to_char(cents / 100.0, 'FM999999990.00'), to_timestamp(t) FROM bench_refunds",
             (shop_id,),
         )
-        conn.execute("UPDATE shops SET name = 'loaded' WHERE id = %s", (shop_id,))
         conn.execute("DROP TABLE bench_orders, bench_refunds")
         conn.commit()
     with connect(url, autocommit=True) as conn:
         log(f"  {size:>9,} customers: VACUUM ANALYZE")
         conn.execute("VACUUM ANALYZE orders")
         conn.execute("VACUUM ANALYZE refunds")
-    return shop_id, rows, time.perf_counter() - started
+    backfill_seconds = backfill(url, shop_id, size)
+    with connect(url) as conn:
+        conn.execute("UPDATE shops SET name = 'loaded' WHERE id = %s", (shop_id,))
+        conn.commit()
+    return shop_id, rows, time.perf_counter() - started, backfill_seconds
+
+
+def backfill(url: str, shop_id: int, size: int) -> float:
+    """The shop's customer figures from its orders, by migration 0019's own statement (what an
+    existing shop gets on upgrade); its seconds. VACUUM ANALYZE after, as autovacuum would."""
+    import importlib.util
+
+    path = ROOT / "migrations" / "versions" / "0019_customer_figures.py"
+    spec = importlib.util.spec_from_file_location("migration_0019", path)
+    assert spec and spec.loader
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    statement = migration.backfill_sql("postgresql", one_shop=True).replace(":shop_id", "%(shop)s")
+    log(f"  {size:>9,} customers: backfilling customer_figures (migration 0019's statement)")
+    started = time.perf_counter()
+    with connect(url) as conn:
+        conn.execute("DELETE FROM customer_figures WHERE shop_id = %s", (shop_id,))
+        conn.execute("SET LOCAL work_mem = '256MB'")
+        conn.execute(statement, {"shop": shop_id})
+        conn.commit()
+    seconds = time.perf_counter() - started
+    log(f"  {size:>9,} customers: backfilled in {seconds:.1f}s; VACUUM ANALYZE customer_figures")
+    with connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE customer_figures")
+    return seconds
 
 
 # --- measuring (in a fresh subprocess) -------------------------------------------------------
@@ -370,6 +411,10 @@ async def _measure(
     start = time.perf_counter()
     if query == "scan":
         rows, first, extra = await _scan(shop_id, start, scan_limit)
+    elif query == SUMMARY:
+        rows, extra = await _summaries(sessions, shop_id)
+    elif query == MAINTAIN:
+        rows, extra = await _maintenance(sessions, shop_id)
     else:
         rows, first = await _read(query, sessions, shop_id, start)
     seconds = time.perf_counter() - start
@@ -421,12 +466,104 @@ async def _read(query: str, sessions: Any, shop_id: int, start: float) -> tuple[
             if query == "lapsed":
                 stream = repository.lapsed_customers(session, shop_id, now=NOW)
             else:
-                stream = repository.rfm_scores(session, shop_id, now=NOW)
+                stream = repository.rfm_scores(session, shop_id)
             async for _ in stream:
                 if first is None:
                     first = time.perf_counter() - start
                 rows += 1
     return rows, first
+
+
+async def _summaries(sessions: Any, shop_id: int) -> tuple[int, dict[str, object]]:
+    """customer_summary (what every email of a flow other than win-back asks for its segment)
+    for SUMMARIES customers picked at random, each in a session of its own: (found, the median
+    and the slowest in ms)."""
+    from sqlalchemy import text
+
+    from app.customers import repository
+
+    async with sessions() as session:
+        picked = await session.exec(
+            text("SELECT email FROM customer_figures WHERE shop_id = :shop ORDER BY random()"
+                 f" LIMIT {SUMMARIES}"),
+            params={"shop": shop_id},
+        )  # fmt: skip
+        emails = [email for (email,) in picked]
+    times = []
+    found = 0
+    for email in emails:
+        started = time.perf_counter()
+        async with sessions() as session:
+            found += await repository.customer_summary(session, shop_id, email) is not None
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return found, {
+        "median_ms": round(times[len(times) // 2], 2),
+        "slowest_ms": round(times[-1], 2),
+    }
+
+
+async def _maintenance(sessions: Any, shop_id: int) -> tuple[int, dict[str, object]]:
+    """New orders of existing customers stored through commerce.insert_order, as ingest does,
+    MAINTENANCE_BATCH per transaction, in rounds that alternate between keeping the figures up
+    to date (as built) and not (refresh_figures replaced by a no-op in this process only: the
+    write path before customer_figures). Then the orders are deleted and their customers'
+    figures recomputed, so the shop is as loaded. (orders stored per mode, seconds of each.)"""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from app.commerce import repository as commerce
+    from app.commerce.events import OrderPlaced
+    from app.customers import repository as customers
+
+    refresh = customers.refresh_figures
+
+    async def no_refresh(*args: object, **kwargs: object) -> None:
+        return None
+
+    async with sessions() as session:
+        picked = await session.exec(
+            text("SELECT email FROM customer_figures WHERE shop_id = :shop ORDER BY random()"
+                 " LIMIT :n"),
+            params={"shop": shop_id, "n": 2 * MAINTENANCE_ROUNDS * MAINTENANCE_BATCH},
+        )  # fmt: skip
+        emails = [email for (email,) in picked]
+    spent = {"with": 0.0, "without": 0.0}
+    stored = 0
+    for round_ in range(MAINTENANCE_ROUNDS):
+        modes = ("with", "without") if round_ % 2 == 0 else ("without", "with")
+        for mode in modes:
+            batch = [emails.pop() for _ in range(MAINTENANCE_BATCH)]
+            customers.refresh_figures = refresh if mode == "with" else no_refresh  # type: ignore[assignment]
+            started = time.perf_counter()
+            async with sessions() as session:
+                for email in batch:
+                    stored += 1
+                    await commerce.insert_order(session, shop_id, OrderPlaced(
+                        platform_id=f"bench-m-{stored}", name=f"#m{stored}", checkout_token=None,
+                        cart_token=None, email=email, currency="USD", total_price="42.00",
+                        placed_at=NOW - timedelta(hours=stored),
+                    ))  # fmt: skip
+                await session.commit()
+            spent[mode] += time.perf_counter() - started
+    customers.refresh_figures = refresh  # type: ignore[assignment]
+    async with sessions() as session:
+        gone = await session.exec(
+            text("DELETE FROM orders WHERE shop_id = :shop AND platform_id LIKE 'bench-m-%'"
+                 " RETURNING email"),
+            params={"shop": shop_id},
+        )  # fmt: skip
+        await customers.refresh_figures(session, shop_id, [email for (email,) in gone])
+        await session.commit()
+    each = stored // 2
+    return each, {
+        "with_seconds": round(spent["with"], 3),
+        "without_seconds": round(spent["without"], 3),
+        "with_ms_per_order": round(spent["with"] / each * 1000, 3),
+        "without_ms_per_order": round(spent["without"] / each * 1000, 3),
+        "ratio": round(spent["with"] / spent["without"], 2),
+    }
 
 
 async def _prepare_scan(sessions: Any, shop_id: int) -> None:
@@ -519,16 +656,18 @@ async def _explain(url: str, shop_id: int) -> dict[str, object]:
         inner = compiler.process(element.statement, **kw)  # type: ignore[attr-defined]
         return f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {inner}"
 
-    scored = repository._scored(shop_id, now=NOW, top_share=0.02, postgresql=True)
-    query = repository._select(scored).where(
-        repository._lapsed(scored, now=NOW, k=2.0, one_time_after=_td(days=90))
-    )
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
     engine = make_engine(url)
-    async with engine.connect() as connection:
-        # As the repository runs it: with its work_mem for the transaction.
-        await connection.execute(text(f"SET LOCAL work_mem = '{repository.WORK_MEM}'"))
-        await connection.execute(text("SET LOCAL jit = off"))
-        (plan,) = (await connection.execute(Explain(query))).one()
+    async with AsyncSession(engine) as session:
+        # As the repository runs it: its break-points first, without JIT.
+        await session.exec(text("SET LOCAL jit = off"))  # type: ignore[call-overload]
+        breaks = await repository._break_points(session, shop_id, 0.02)
+        assert breaks is not None
+        query = repository._scored(shop_id, breaks).where(
+            repository._lapsed(now=NOW, k=2.0, one_time_after=_td(days=90), min_lapse=_td(0))
+        )
+        (plan,) = (await session.exec(Explain(query))).one()  # type: ignore[call-overload]
     await engine.dispose()
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -655,6 +794,22 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> dict[s
             verdict[query] = {"met": None, "linear_estimate_seconds": round(guess, 1)}
             print(f"  {query}: not run at {TARGET_SIZE:,}; linear from "
                   f"{biggest['customers']:,}: about {guess:.0f} s")  # fmt: skip
+    print("\ncustomer_figures (backfill: migration 0019's statement for the shop; summary: "
+          f"customer_summary of {SUMMARIES} customers one by one; maintenance: orders stored "
+          f"through commerce.insert_order, {MAINTENANCE_BATCH} a transaction, with the figures "
+          "kept up to date against without):")  # fmt: skip
+    for size in results:
+        backfilled = size.get("backfill_seconds")
+        summary = size.get(SUMMARY)
+        kept = size.get(MAINTAIN)
+        parts = [f"backfill {backfilled:.1f} s" if backfilled is not None else "backfill -"]
+        if summary:
+            parts.append(f"summary median {summary['median_ms']} ms, slowest "  # type: ignore[index]
+                         f"{summary['slowest_ms']} ms")  # type: ignore[index]  # fmt: skip
+        if kept:
+            parts.append(f"{kept['rows']} orders: {kept['with_ms_per_order']} ms an order with, "  # type: ignore[index]
+                         f"{kept['without_ms_per_order']} ms without ({kept['ratio']}x)")  # type: ignore[index]  # fmt: skip
+        print(f"  {size['customers']:>9,} customers: " + "; ".join(parts))
     scanned = [size for size in results if SCAN in size]
     if scanned:
         from flows.winback import BATCH
@@ -712,7 +867,14 @@ def main() -> None:
         help="stop each --scan once this many lapsed customers are read (at the batch's commit): "
         "a scan of 1M customers writes an enrollment for each of about 500k",
     )
-    parser.add_argument("--measure", choices=(*QUERIES, SCAN, "explain"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--backfill-again",
+        action="store_true",
+        help="with --reuse: rebuild reused shops' figures by the backfill, timed",
+    )
+    parser.add_argument(
+        "--measure", choices=(*QUERIES, SCAN, SUMMARY, MAINTAIN, "explain"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--shop-id", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -742,22 +904,31 @@ def main() -> None:
         for size in sizes:
             domain = shop_domain(size, args.orders_per_customer)
             found = find_shop(url, domain) if args.reuse else None
+            backfill_seconds = None
             if found:
                 shop_id, orders = found
                 load_seconds = None
                 log(f"{size:,} customers: reusing shop {shop_id} ({orders:,} orders)")
+                if args.backfill_again:
+                    backfill_seconds = backfill(url, shop_id, size)
             else:
                 log(f"{size:,} customers: loading")
-                shop_id, orders, load_seconds = load(url, size, args.orders_per_customer,
-                                                     args.seed + size)  # fmt: skip
+                shop_id, orders, load_seconds, backfill_seconds = load(
+                    url, size, args.orders_per_customer, args.seed + size
+                )
                 log(f"{size:,} customers: {orders:,} orders loaded in {load_seconds:.0f}s")
             entry: dict[str, object] = {
                 "customers": size,
                 "orders": orders,
                 "load_seconds": None if load_seconds is None else round(load_seconds, 1),
+                "backfill_seconds": None
+                if backfill_seconds is None
+                else round(backfill_seconds, 2),
             }
             async_url = url.replace("postgresql://", "postgresql+psycopg://")
-            queries = (*QUERIES, SCAN) if args.scan and size in scan_sizes else QUERIES
+            queries = (*QUERIES, SUMMARY, MAINTAIN)
+            if args.scan and size in scan_sizes:
+                queries += (SCAN,)
             for query in queries:
                 runs = []
                 for attempt in range(args.repeat):

@@ -832,7 +832,7 @@ async def _segment(session: AsyncSession, enrollment: Enrollment, subject: Subje
     winback_flow = await repository.get_flow(session, enrollment.shop_id, WINBACK)
     top_share = settings_for(WINBACK, winback_flow.settings if winback_flow else None)["top_share"]
     summary = await customers.customer_summary(
-        session, enrollment.shop_id, enrollment.email, now=utcnow(), top_share=float(top_share)
+        session, enrollment.shop_id, enrollment.email, top_share=float(top_share)
     )
     return summary.segment if summary else "one_time"
 

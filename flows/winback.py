@@ -46,16 +46,15 @@ async def scan_shop(
             k=float(settings["lapse_factor"]),
             one_time_after=timedelta(days=settings["one_time_after_days"]),
             top_share=float(settings["top_share"]),
+            min_lapse=timedelta(days=settings["min_lapse_days"]),
         )
         seen = started = 0
         jobs = Jobs()
-        soonest = now - timedelta(days=settings["min_lapse_days"])
         batch: list[LapsedCustomer] = []
         async with aclosing(stream) as lapsed:
             async for customer in lapsed:
                 seen += 1
-                if customer.last_order_at <= soonest:
-                    batch.append(customer)
+                batch.append(customer)
                 if seen % BATCH == 0:
                     started += await _start(writer, jobs, flow, batch, settings, now)
                     batch = []

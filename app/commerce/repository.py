@@ -19,6 +19,7 @@ from app.commerce.events import (
     OrderShipped,
 )
 from app.commerce.models import Checkout, Order, OrderItem, Refund, Shipment
+from app.customers import repository as customers
 from app.db import insert_for, utcnow
 
 
@@ -80,7 +81,9 @@ async def get_checkout_by_token(session: AsyncSession, shop_id: int, token: str)
 
 
 async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) -> Order:
-    """Store the order once; orders/create and orders/paid for the same order are one row."""
+    """Store the order once; orders/create and orders/paid for the same order are one row (a
+    later delivery changes nothing, its email included). A new order updates its customer's
+    figures."""
     values = {
         "shop_id": shop_id,
         "platform_id": event.platform_id,
@@ -120,6 +123,7 @@ async def insert_order(session: AsyncSession, shop_id: int, event: OrderPlaced) 
                         title=item.title[:512],
                     )
                 )
+        await customers.refresh_figures(session, shop_id, [order.email])
     return order
 
 
@@ -161,9 +165,12 @@ async def record_cancellation(session: AsyncSession, shop_id: int, event: OrderC
     order = await get_order(session, shop_id, event.order_id)
     if order is not None and order.cancelled_at is None:
         order.cancelled_at = event.cancelled_at
+        await customers.refresh_figures(session, shop_id, [order.email])
 
 
 async def record_refund(session: AsyncSession, shop_id: int, event: OrderRefunded) -> None:
+    """Store the refund once. One that arrives before its order is counted when the order is
+    stored (its figures are recomputed from its refunds then)."""
     values = {
         "shop_id": shop_id,
         "order_platform_id": event.order_id,
@@ -175,8 +182,13 @@ async def record_refund(session: AsyncSession, shop_id: int, event: OrderRefunde
         insert_for(session, Refund)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["shop_id", "order_platform_id", "platform_id"])
+        .returning(Refund.id)
     )
-    await session.exec(statement)
+    if (await session.exec(statement)).scalar_one_or_none() is None:
+        return  # stored before
+    refunded = await get_order(session, shop_id, event.order_id)
+    if refunded is not None:
+        await customers.refresh_figures(session, shop_id, [refunded.email])
 
 
 async def refunded_total(session: AsyncSession, order: Order) -> Decimal:

@@ -11,6 +11,8 @@ from app.analytics.models import Assignment
 from app.commerce.events import Customer
 from app.commerce.models import Checkout, Order, OrderItem, Refund, Shipment
 from app.commerce.repository import normalize_email
+from app.customers import repository as customers
+from app.customers.models import CustomerFigures
 from app.inbox.models import InboxEntry
 from app.mail.models import Suppression, Unsubscribe
 from app.models import (
@@ -126,8 +128,11 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
     """Erase personal fields; rows, counts and money stay for the merchant's figures."""
     found = await checkouts(session, shop_id, customer)
     checkout_ids = [c.id for c in found if c.id is not None]
-    order_ids = [o.id for o in await orders(session, shop_id, customer) if o.id is not None]
+    found_orders = await orders(session, shop_id, customer)
+    order_ids = [o.id for o in found_orders if o.id is not None]
     email = normalize_email(customer.email)
+    # Read before the orders lose them: an order found by its id alone may carry another address.
+    ordered_as = [email, *(o.email for o in found_orders)]
     enrolled = await enrollments(session, shop_id, checkout_ids, order_ids, email)
     enrollment_ids = [e.id for e in enrolled if e.id is not None]
     await session.exec(
@@ -150,6 +155,8 @@ async def redact_customer(session: AsyncSession, shop_id: int, customer: Custome
     await session.exec(
         update(OrderItem).where(col(OrderItem.order_id).in_(order_ids)).values(email=None)
     )
+    # Their figures go with the address; another address's are recomputed without the order.
+    await customers.refresh_figures(session, shop_id, ordered_as)
     await session.exec(
         update(Enrollment)
         .where(col(Enrollment.id).in_(enrollment_ids))
@@ -194,7 +201,8 @@ async def delete_shop(session: AsyncSession, shop_id: int) -> None:
     """Every row of the shop, children first."""
     children: tuple[Any, ...] = (
         NpsAnswer, Click, Open, Send, Enrollment, Checkout, OrderItem, Order, Shipment, Refund,
-        Unsubscribe, Suppression, DataRequest, InboxEntry, CustomerPreference, Flow,
+        CustomerFigures, Unsubscribe, Suppression, DataRequest, InboxEntry, CustomerPreference,
+        Flow,
     )  # fmt: skip
     for model in children:
         await session.exec(delete(model).where(model.shop_id == shop_id))
