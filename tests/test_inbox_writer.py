@@ -64,3 +64,20 @@ async def test_a_delivery_alone_is_written_without_waiting_for_a_wave(
 
     assert stored is not None
     assert inserts == [8, 1]
+
+
+async def test_a_delivery_waiting_for_its_wave_when_the_server_stops_is_refused(
+    redis: ArqRedis, shop: Shop, inserts: list[int]
+) -> None:
+    writer = InboxWriter(redis)
+    await asyncio.gather(*(writer.store(delivery(shop, n)) for n in range(8)))
+    waiting = asyncio.create_task(writer.store(delivery(shop, 100)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+    await writer.stop()
+
+    # Refused (the platform retries it), not left without an answer.
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(waiting, timeout=1)
+    assert inserts == [8]

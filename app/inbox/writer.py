@@ -78,11 +78,11 @@ class InboxWriter:
         wave = 1
         while True:
             batch = [await queue.get()]
-            await self._wait_for_the_wave(queue, min(wave, MAX_BATCH))
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            wave = len(batch)
-            try:
+            try:  # from here on, a request waits for an answer from this batch
+                await self._wait_for_the_wave(queue, min(wave, MAX_BATCH))
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                wave = len(batch)
                 written = await _write(batch)
             except asyncio.CancelledError:
                 _fail(batch, ConnectionError("the server is stopping"))
