@@ -363,16 +363,25 @@ async def test_forged_signature_and_unknown_shop_get_401_and_store_nothing(
     assert await count(Checkout) == 0
 
 
-async def test_malformed_json_gets_400_with_a_clear_message(
-    server: httpx.AsyncClient, shop: Shop
+async def test_verified_malformed_json_is_acknowledged_and_kept_as_failed(
+    server: httpx.AsyncClient, worker: None, shop: Shop
 ) -> None:
     response = await post(
         server, "checkouts/create", b'{"token": "abc",', secret=SHOP_SECRET, domain=SHOP_DOMAIN
     )
 
-    assert response.status_code == 400
-    assert "not valid JSON" in response.json()["detail"]
-    assert await count(InboxEntry) == 0
+    assert response.status_code == 200
+    assert response.json() == {"status": "accepted"}
+
+    async def failed() -> InboxEntry | None:
+        async with sessionmaker()() as session:
+            query = select(InboxEntry).where(InboxEntry.status == InboxStatus.FAILED)
+            return (await session.exec(query)).first()
+
+    entry = await wait_for(failed)
+    assert entry.payload == '{"token": "abc",'
+    assert entry.error is not None and entry.error.startswith("payload is not JSON")
+    assert await count(Checkout) == 0
 
 
 async def test_verified_but_unprocessable_payload_stays_in_the_inbox_as_failed(

@@ -24,7 +24,7 @@ from flows import service as flows_service
 from flows.models import Enrollment, EnrollmentStatus
 from flows.tasks import sweep
 from integrations.woocommerce.connect import set_up_store
-from integrations.woocommerce.standin import WooCommerceStandin, order_payload, serve
+from integrations.woocommerce.standin import WooCommerceStandin, order_payload, serve, sign
 from tests.conftest import Mailbox, wait_for, without_utm
 
 DOMAIN = "wool.example"
@@ -263,6 +263,29 @@ async def test_ping_is_answered_and_forged_or_unknown_deliveries_are_refused(
 
     assert ping.status_code == 200 and ping.json() == {"status": "pong"}
     assert forged.status_code == 401 and unknown.status_code == 401
+    async with sessionmaker()() as session:
+        assert len((await session.exec(select(InboxEntry))).all()) == 1  # the genuine one
+
+
+async def test_a_signed_body_that_is_not_utf_8_gets_400_and_stores_nothing(
+    server: httpx.AsyncClient, worker: None, woo: WooCommerceStandin
+) -> None:
+    await connect(server, woo)
+    (genuine,) = await woo.fire(DOMAIN, "order.created", pending_order())
+    (hook,) = [h for h in woo.webhooks(DOMAIN) if h["topic"] == "order.created"]
+    latin1 = '{"billing": {"first_name": "Åsa"}}'.encode("latin-1")
+
+    response = await server.post(
+        "/webhooks/woocommerce",
+        content=latin1,
+        headers={
+            **genuine.headers,
+            "X-WC-Webhook-Signature": sign(latin1, hook["secret"]),
+            "X-WC-Webhook-Delivery-ID": "latin-1",
+        },
+    )
+
+    assert response.status_code == 400 and "not UTF-8" in response.json()["detail"]
     async with sessionmaker()() as session:
         assert len((await session.exec(select(InboxEntry))).all()) == 1  # the genuine one
 

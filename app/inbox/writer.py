@@ -18,6 +18,12 @@ from app.queue import Job, enqueue_many
 log = logging.getLogger("rebound.inbox")
 
 MAX_BATCH = 200  # rows per transaction; more wait for the next one
+# Under load deliveries come in waves: the platform sends the next ones once the last batch is
+# answered. A delivery that arrives first waits this long at most for the rest of its wave (as
+# many as the last batch held) instead of taking a transaction of its own: in the ingest
+# benchmark a third of the transactions held one row, and on SQLite a one-row transaction costs
+# three times the CPU per row of a 16-row one. PostgreSQL's commit_delay does the same.
+LINGER_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class InboxWriter:
     def __init__(self, redis: ArqRedis) -> None:
         self._redis = redis
         self._queue: asyncio.Queue[Waiting] | None = None
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._enqueueing: set[asyncio.Task[None]] = set()
 
@@ -48,11 +55,12 @@ class InboxWriter:
         a delivery stored before."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._queue = asyncio.Queue()
+            self._queue, self._arrived = asyncio.Queue(), asyncio.Event()
             self._task = asyncio.create_task(self._run(self._queue), name="inbox-writer")
         assert self._queue is not None
         future: asyncio.Future[int | None] = loop.create_future()
         self._queue.put_nowait((delivery, future))
+        self._arrived.set()
         return await future
 
     async def stop(self) -> None:
@@ -67,11 +75,14 @@ class InboxWriter:
         self._task = self._queue = None
 
     async def _run(self, queue: asyncio.Queue[Waiting]) -> None:
+        wave = 1
         while True:
             batch = [await queue.get()]
-            while len(batch) < MAX_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
+            try:  # from here on, a request waits for an answer from this batch
+                await self._wait_for_the_wave(queue, min(wave, MAX_BATCH))
+                while len(batch) < MAX_BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                wave = len(batch)
                 written = await _write(batch)
             except asyncio.CancelledError:
                 _fail(batch, ConnectionError("the server is stopping"))
@@ -80,6 +91,18 @@ class InboxWriter:
             task = asyncio.create_task(_enqueue_then_answer(self._redis, written))
             self._enqueueing.add(task)
             task.add_done_callback(self._enqueueing.discard)
+
+    async def _wait_for_the_wave(self, queue: asyncio.Queue[Waiting], wave: int) -> None:
+        """Until the queue holds the rest of a wave of `wave` deliveries (the one taken is the
+        first), or LINGER_SECONDS have passed."""
+        deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+        while queue.qsize() < wave - 1:
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return
 
 
 async def _write(batch: list[Waiting]) -> list[Written]:
