@@ -13,6 +13,7 @@ from app.mail.transport import close_transports, transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
 from flows.tasks import run_step, sweep, winback_scan
+from integrations.shopify.tokens import renew_tokens
 from integrations.woocommerce.connect import set_up_store
 
 log = logging.getLogger("rebound.worker")
@@ -38,6 +39,8 @@ def make_worker(**overrides: Any) -> Worker:
             # Its own time limit: arq's default of 5 minutes is short for a million customers.
             cron(winback_scan, hour=7, minute=0, second=30, unique=True, timeout=4 * 3600),
             cron(choose_winners, minute=15, second=0, unique=True),
+            # Shopify refresh tokens last 90 days: renewed daily when under 30 days are left.
+            cron(renew_tokens, hour=6, minute=45, second=0, unique=True),
         ],
         "redis_settings": redis_settings(get_settings()),
         "on_startup": _startup,

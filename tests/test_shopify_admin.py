@@ -9,8 +9,9 @@ import jwt
 import pytest
 import shopify_app
 
+from app.db import utcnow
 from app.settings import get_settings
-from integrations.shopify import admin
+from integrations.shopify import admin, tokens
 from integrations.shopify.standin import ShopifyStandin
 
 SHOP = "rebound-admin-test.myshopify.com"
@@ -363,17 +364,21 @@ async def test_fetch_variants_without_inventory_access(standin: ShopifyStandin) 
 async def test_authorization_code_grant(standin: ShopifyStandin, token: str) -> None:
     code = standin.issue_code(SHOP)
 
-    access_token = await admin.exchange_code(SHOP, code)
+    grant = await tokens.exchange_code(SHOP, code)
 
-    assert (await admin.fetch_shop(SHOP, access_token)).name == "Nordic Wool"
+    assert (await admin.fetch_shop(SHOP, grant.access_token)).name == "Nordic Wool"
+    # Expiring, as public apps must use: an hour, and a refresh token for 90 days.
+    assert grant.refresh_token and grant.expires_at and grant.refresh_expires_at
+    assert timedelta(minutes=59) < grant.expires_at - utcnow() <= timedelta(hours=1)
+    assert grant.refresh_expires_at - utcnow() > timedelta(days=89)
     with pytest.raises(admin.ShopifyApiError) as reused:
-        await admin.exchange_code(SHOP, code)
+        await tokens.exchange_code(SHOP, code)
     assert reused.value.status == 400
 
 
 async def test_code_grant_refuses_a_domain_outside_myshopify(standin: ShopifyStandin) -> None:
     with pytest.raises(ValueError, match="myshopify"):
-        await admin.exchange_code("attacker.example", "code")
+        await tokens.exchange_code("attacker.example", "code")
 
 
 async def test_token_exchange_for_an_offline_token(standin: ShopifyStandin, token: str) -> None:
@@ -384,9 +389,10 @@ async def test_token_exchange_for_an_offline_token(standin: ShopifyStandin, toke
         claims=jwt.decode(session_token, options={"verify_signature": False}),
     )
 
-    access_token = await admin.exchange_id_token(SHOP, details)
+    grant = await tokens.exchange_id_token(SHOP, details)
 
-    assert (await admin.fetch_shop(SHOP, access_token)).name == "Nordic Wool"
+    assert (await admin.fetch_shop(SHOP, grant.access_token)).name == "Nordic Wool"
+    assert grant.refresh_token and grant.expires_at and grant.expires_at > utcnow()
 
 
 async def test_token_exchange_refuses_a_forged_session_token(
@@ -400,6 +406,6 @@ async def test_token_exchange_refuses_a_forged_session_token(
     }
 
     with pytest.raises(admin.ShopifyApiError, match="invalid_subject_token"):
-        await admin.exchange_id_token(SHOP, details)
+        await tokens.exchange_id_token(SHOP, details)
     with pytest.raises(ValueError, match="not 'other.myshopify.com'"):
-        await admin.exchange_id_token("other.myshopify.com", details)
+        await tokens.exchange_id_token("other.myshopify.com", details)

@@ -21,6 +21,12 @@ class Shop(SQLModel, table=True):
     # Fernet ciphertexts (app.shops.secrets): tokens are never stored in the clear.
     access_token_encrypted: str | None = None
     api_secret_encrypted: str | None = None
+    # Shopify's expiring offline tokens (public apps): the access token lasts an hour and is
+    # renewed with the refresh token, which lasts 90 days and is replaced at each renewal.
+    # None for a token that does not expire (a custom app's, WooCommerce keys).
+    token_expires_at: datetime | None = None
+    refresh_token_encrypted: str | None = None
+    refresh_token_expires_at: datetime | None = None
     # The shop's own mail transport URL (MAIL_TRANSPORT's forms), encrypted; None: the default.
     mail_transport_encrypted: str | None = None
     uninstalled_at: datetime | None = None

@@ -70,6 +70,8 @@ async def connect_shopify(
     shop.uninstalled_at = None  # a reinstall starts clean and keeps the merchant's flow settings
     shop.token_invalid_at = None
     shop.access_token_encrypted = security.encrypt(access_token.strip())
+    # A token given here does not expire (a custom app's); an install stores its expiry after.
+    shop.token_expires_at = shop.refresh_token_encrypted = shop.refresh_token_expires_at = None
     shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
     forget_signers()
     if name:

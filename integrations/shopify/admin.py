@@ -221,68 +221,6 @@ async def graphql(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-# --- Access tokens -------------------------------------------------------------------------------
-
-
-async def exchange_code(shop_domain: str, code: str) -> str:
-    """Authorization-code grant: the `code` Shopify sent to the redirect URI → an offline token.
-    https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/authorization-code-grant
-    """
-    _shop_name(shop_domain)
-    config = _app_config()
-    async with shopify_http_client() as client:
-        response = await client.post(
-            f"https://{shop_domain}/admin/oauth/access_token",
-            json={
-                "client_id": config["client_id"],
-                "client_secret": config["client_secret"],
-                "code": code,
-            },
-            headers={"Accept": "application/json"},
-        )
-    try:
-        body = response.json()
-    except json.JSONDecodeError:
-        body = {}
-    token = body.get("access_token") if isinstance(body, dict) else None
-    if response.status_code != 200 or not isinstance(token, str) or not token:
-        raise ShopifyApiError(
-            f"{shop_domain}: code exchange failed: {response.status_code} {body}",
-            status=response.status_code,
-        )
-    return token
-
-
-async def exchange_id_token(
-    shop_domain: str, id_token_details: shopify_app.IdTokenDetails | dict[str, Any]
-) -> str:
-    """Token exchange: a verified session (ID) token, e.g. from `shopify_app.verify_app_home_req`,
-    → a non-expiring offline access token for `shop_domain`.
-    https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/token-exchange
-    """
-    _shop_name(shop_domain)
-    claims = (
-        id_token_details.get("claims", {})
-        if isinstance(id_token_details, dict)
-        else id_token_details.claims
-    )
-    dest = str(claims.get("dest", "")).removeprefix("https://")
-    if dest != shop_domain:
-        # shopify_app posts to the token's `dest`; a token for another store is a caller bug.
-        raise ValueError(f"ID token is for {dest!r}, not {shop_domain!r}")
-    async with shopify_http_client() as client:
-        result = await shopify_app.token_exchange_async(
-            "offline",
-            _app_config(),
-            id_token=id_token_details,
-            expiring=False,  # Rebound stores one token per shop; no refresh-token rotation yet.
-            http_client=client,
-        )
-    if not result.ok or result.access_token is None:
-        raise ShopifyApiError(f"{shop_domain}: token exchange failed: {result.log.code}")
-    return result.access_token.token
-
-
 # --- Shop ----------------------------------------------------------------------------------------
 
 SHOP_QUERY = """

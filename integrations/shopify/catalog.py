@@ -4,12 +4,11 @@ permalinks for checkouts that carry no recovery URL."""
 import logging
 from urllib.parse import quote, urlsplit
 
-from app import security
 from app.commerce.catalog import GONE, VariantDetails
 from app.commerce.offers import DiscountCode
 from app.db import utcnow
 from app.shops.models import Shop
-from integrations.shopify import admin
+from integrations.shopify import admin, tokens
 
 log = logging.getLogger("rebound.shopify")
 
@@ -21,9 +20,10 @@ async def variant_details(
     email goes out with what the checkout said rather than not at all."""
     if not shop.access_token_encrypted:
         return None
-    token = security.decrypt(shop.access_token_encrypted)
     try:
-        found = await admin.fetch_variants(shop.domain, token, list(refs))
+        found = await tokens.with_admin_token(
+            shop, lambda token: admin.fetch_variants(shop.domain, token, list(refs))
+        )
     except admin.ShopifyTokenRevoked:
         _mark_token_invalid(shop)
         return None
@@ -55,17 +55,20 @@ async def create_discount(shop: Shop, discount: DiscountCode, email: str | None)
     if not shop.access_token_encrypted:
         return "the store is not connected with an access token"
     try:
-        await admin.create_discount_code(
-            shop.domain,
-            security.decrypt(shop.access_token_encrypted),
-            code=discount.code,
-            title=f"Rebound {discount.code}",
-            kind=discount.offer.kind,
-            value=discount.offer.value,
-            currency=shop.currency or "USD",
-            minimum_subtotal=discount.offer.minimum_subtotal,
-            ends_at=discount.ends_at,
-            customer_email=email,
+        await tokens.with_admin_token(
+            shop,
+            lambda token: admin.create_discount_code(
+                shop.domain,
+                token,
+                code=discount.code,
+                title=f"Rebound {discount.code}",
+                kind=discount.offer.kind,
+                value=discount.offer.value,
+                currency=shop.currency or "USD",
+                minimum_subtotal=discount.offer.minimum_subtotal,
+                ends_at=discount.ends_at,
+                customer_email=email,
+            ),
         )
     except admin.ShopifyTokenRevoked:
         _mark_token_invalid(shop)

@@ -23,7 +23,7 @@ from app.settings import get_settings
 from app.shops import repository as shops
 from app.shops.models import Shop
 from app.shops.service import connect_shopify
-from integrations.shopify import admin
+from integrations.shopify import admin, tokens
 
 log = logging.getLogger("rebound.shopify")
 router = APIRouter(tags=["shopify install"])
@@ -81,13 +81,15 @@ def valid_shop(shop: str | None) -> str:
     return domain
 
 
-async def install(session: AsyncSession, domain: str, access_token: str) -> Shop:
-    """Store the offline token, read the shop's settings, subscribe its webhooks. New shops get
-    the default flows; a reinstall keeps the merchant's flow settings."""
+async def install(session: AsyncSession, domain: str, grant: tokens.Grant) -> Shop:
+    """Store the offline token (and its refresh token), read the shop's settings, subscribe its
+    webhooks. New shops get the default flows; a reinstall keeps the merchant's flow settings."""
+    access_token = grant.access_token
     info = await admin.fetch_shop(domain, access_token)
     shop = await connect_shopify(
         session, domain=domain, access_token=access_token, api_secret=None, name=info.name
     )
+    tokens.keep_grant(shop, grant)
     keep_shop_settings(shop, info)
     callback = f"{get_settings().public_url}/webhooks/shopify"
     created = await admin.ensure_webhook_subscriptions(
@@ -169,8 +171,8 @@ async def finish_install(
         or not hmac.compare_digest(cookie.encode(), state.encode())
     ):
         raise HTTPException(401, "this install link was already used or belongs to another browser")
-    token = await admin.exchange_code(domain, code)
-    await install(session, domain, token)
+    grant = await tokens.exchange_code(domain, code)
+    await install(session, domain, grant)
     await session.commit()
     response = RedirectResponse(
         f"https://{domain}/admin/apps/{config['client_id']}", status_code=303
@@ -212,9 +214,14 @@ async def app_home(request: Request, session: SessionDep, config: AppConfigDep) 
         return _suggested(result)
     domain = f"{result.shop}.myshopify.com"
     shop = await shops.get_by_domain(session, "shopify", domain)
-    if shop is None or shop.access_token_encrypted is None or shop.uninstalled_at is not None:
-        token = await admin.exchange_id_token(domain, result.id_token)
-        shop = await install(session, domain, token)
+    if (
+        shop is None
+        or shop.access_token_encrypted is None
+        or shop.uninstalled_at is not None
+        or shop.token_invalid_at is not None  # refused, or its refresh token ran out: anew
+    ):
+        grant = await tokens.exchange_id_token(domain, result.id_token)
+        shop = await install(session, domain, grant)
         await session.commit()
     headers = dict(result.response.headers)
     # The admin's pages find the shop again from these (and a fresh id token App Bridge fetches).

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,14 @@ from integrations.shopify.admin import API_VERSION
 INVALID_TOKEN_BODY = {
     "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
 }
+# What public apps get for a non-expiring offline token from January 1, 2027
+# (https://shopify.dev/changelog/expiring-offline-access-tokens-required-for-all-public-apps-as-of-january-1-2027).
+NON_EXPIRING_REFUSED_BODY = {
+    "errors": "[API] Non-expiring access tokens are no longer accepted for the Admin API. "
+    "Start using expiring offline tokens"
+}
+ACCESS_TOKEN_TTL = 3600  # seconds: expiring offline tokens last an hour
+REFRESH_TOKEN_TTL = 7_776_000  # 90 days
 # OAuth 2.0 token-exchange identifiers (RFC 8693 names, not secrets).
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
@@ -434,7 +443,20 @@ class ShopifyStandin:
         self.client_secret = client_secret
         self.shops: dict[str, StandinShop] = {}
         self._tokens: dict[str, str] = {}  # access token → shop domain
+        self._expires: dict[str, float] = {}  # expiring access token → when (epoch seconds)
+        self._refresh: dict[str, tuple[str, float]] = {}  # refresh token → (domain, expiry)
+        # Shopify keeps the refresh token a refresh used until the app uses what replaced it
+        # (changelog 2026-08-28): new access token → the refresh token it retires when used.
+        self._retiring: dict[str, str] = {}
+        # A non-expiring token migrated to an expiring pair → that pair: a retry of the same
+        # exchange (its answer lost) gets the same pair until the pair is refreshed.
+        self._migrated: dict[str, dict[str, Any]] = {}
         self._codes: dict[str, str] = {}  # unused authorization code → shop domain
+        # Every POST to /admin/oauth/access_token: its grant_type (None: the code grant) and
+        # subject_token_type, for tests counting refreshes.
+        self.token_requests: list[dict[str, Any]] = []
+        # From January 1, 2027 Shopify answers public apps' non-expiring tokens with 403.
+        self.refuse_non_expiring = False
         self._throttle_next = 0
         self._ids = itertools.count(1_000_001)
         self.schema = _build_schema(self)
@@ -503,6 +525,22 @@ class ShopifyStandin:
     def revoke(self, token: str) -> None:
         """The merchant uninstalled the app: the token answers 401 from now on."""
         self._tokens.pop(token, None)
+
+    def expire_tokens(self, domain: str) -> None:
+        """Every expiring access token of the shop is past its hour (its refresh tokens stay)."""
+        for token, expires in list(self._expires.items()):
+            if self._tokens.get(token) == domain:
+                self._expires[token] = min(expires, time.time() - 1)
+
+    def expire_refresh_tokens(self, domain: str) -> None:
+        """The shop's refresh tokens are past their 90 days: only a new install helps."""
+        for refresh, (owner, _) in list(self._refresh.items()):
+            if owner == domain:
+                self._refresh[refresh] = (owner, time.time() - 1)
+
+    def token_expiry(self, token: str) -> float | None:
+        """When an access token expires (epoch seconds); None for one that does not."""
+        return self._expires.get(token)
 
     def issue_code(self, domain: str) -> str:
         """The `code` Shopify sends to the app's redirect URI after the merchant approves."""
@@ -638,12 +676,20 @@ class ShopifyStandin:
             return _oauth_error(401, "invalid_client", "Client credentials are invalid.")
 
         grant = params.get("grant_type")
+        self.token_requests.append(
+            {"grant_type": grant, "subject_token_type": params.get("subject_token_type")}
+        )
+        if grant == "refresh_token":
+            return self._refreshed(shop, str(params.get("refresh_token", "")))
         if grant == TOKEN_EXCHANGE_GRANT:
-            if (
-                params.get("subject_token_type") != ID_TOKEN_TYPE
-                or params.get("requested_token_type") != OFFLINE_TOKEN_TYPE
-            ):
+            if params.get("requested_token_type") != OFFLINE_TOKEN_TYPE or params.get(
+                "subject_token_type"
+            ) not in (ID_TOKEN_TYPE, OFFLINE_TOKEN_TYPE):
                 return _oauth_error(400, "invalid_request", "Unsupported token types.")
+            if params["subject_token_type"] == OFFLINE_TOKEN_TYPE:
+                if str(params.get("expiring", "0")) != "1":
+                    return _oauth_error(400, "invalid_request", "expiring must be 1.")
+                return self._migrate(shop, str(params.get("subject_token", "")))
             if not self._valid_id_token(str(params.get("subject_token", "")), shop.domain):
                 return _oauth_error(
                     400,
@@ -661,17 +707,55 @@ class ShopifyStandin:
         else:
             return _oauth_error(400, "unsupported_grant_type", f"{grant} is not supported.")
 
-        body: dict[str, Any] = {
-            "access_token": self.token_for(shop.domain),
-            "scope": ",".join(sorted(shop.scopes)),
-        }
         if str(params.get("expiring", "0")) == "1":
-            body |= {
-                "expires_in": 3600,
-                "refresh_token": f"shprt_{secrets.token_hex(16)}",
-                "refresh_token_expires_in": 7_776_000,
-            }
-        return JSONResponse(body)
+            return JSONResponse(self._expiring_pair(shop))
+        return JSONResponse(
+            {"access_token": self.token_for(shop.domain), "scope": ",".join(sorted(shop.scopes))}
+        )
+
+    def _expiring_pair(self, shop: StandinShop) -> dict[str, Any]:
+        """An expiring offline access token and its refresh token, as Shopify answers them."""
+        token = self.token_for(shop.domain)
+        self._expires[token] = time.time() + ACCESS_TOKEN_TTL
+        refresh = f"shprt_{secrets.token_hex(16)}"
+        self._refresh[refresh] = (shop.domain, time.time() + REFRESH_TOKEN_TTL)
+        return {
+            "access_token": token,
+            "scope": ",".join(sorted(shop.scopes)),
+            "expires_in": ACCESS_TOKEN_TTL,
+            "refresh_token": refresh,
+            "refresh_token_expires_in": REFRESH_TOKEN_TTL,
+        }
+
+    def _refreshed(self, shop: StandinShop, refresh: str) -> JSONResponse:
+        """grant_type=refresh_token: a new pair. The used refresh token keeps working until the
+        new access token is first used, so an app that lost the answer can ask again."""
+        owner, expires = self._refresh.get(refresh, ("", 0.0))
+        if owner != shop.domain or expires <= time.time():
+            return _oauth_error(
+                400, "invalid_grant", "The refresh token is invalid, expired or revoked."
+            )
+        pair = self._expiring_pair(shop)
+        self._retiring[pair["access_token"]] = refresh
+        for original, migrated in list(self._migrated.items()):
+            if migrated["refresh_token"] == refresh:
+                del self._migrated[original]  # refreshed: the migration can't be retried now
+        return JSONResponse(pair)
+
+    def _migrate(self, shop: StandinShop, subject: str) -> JSONResponse:
+        """Token exchange of a non-expiring offline token for an expiring pair; the original
+        is refused by the Admin API from then on."""
+        if subject in self._migrated:
+            return JSONResponse(self._migrated[subject])
+        if self._tokens.get(subject) != shop.domain or subject in self._expires:
+            return _oauth_error(
+                400,
+                "invalid_subject_token",
+                "Token exchange cannot be performed due to an invalid subject token.",
+            )
+        del self._tokens[subject]
+        self._migrated[subject] = self._expiring_pair(shop)
+        return JSONResponse(self._migrated[subject])
 
     def _valid_id_token(self, token: str, domain: str) -> bool:
         try:
@@ -697,6 +781,11 @@ class ShopifyStandin:
         token = request.headers.get("x-shopify-access-token")
         if not token or self._tokens.get(token) != shop.domain:
             return JSONResponse(INVALID_TOKEN_BODY, status_code=401)
+        if token in self._expires and self._expires[token] <= time.time():
+            return JSONResponse(INVALID_TOKEN_BODY, status_code=401)
+        if token not in self._expires and self.refuse_non_expiring:
+            return JSONResponse(NON_EXPIRING_REFUSED_BODY, status_code=403)
+        self._refresh.pop(self._retiring.pop(token, ""), None)
         try:
             body = await request.json()
         except json.JSONDecodeError:
