@@ -12,7 +12,7 @@ from app import security
 from app.db import sessionmaker, utcnow
 from app.shops import repository as shops
 from app.shops.models import Shop
-from app.shops.service import connect_shopify
+from app.shops.service import connect_shopify, uninstall
 from integrations.shopify import catalog, tokens
 from integrations.shopify.standin import ShopifyStandin
 from tests.test_shopify_install import DOMAIN, add_store, callback, started_state
@@ -235,3 +235,38 @@ async def test_the_daily_renewal_moves_public_installs_off_non_expiring_tokens(
 
     assert (await stored()).refresh_token_encrypted
     assert await renew_daily() == "0 Shopify token(s) renewed, 0 refused, 0 due"
+
+
+async def test_opening_the_app_cycles_a_non_expiring_token(
+    server: httpx.AsyncClient, standin: ShopifyStandin
+) -> None:
+    await connected_with(standin, api_secret=None)
+    query = {
+        "embedded": "1",
+        "host": "aG9zdA",
+        "shop": DOMAIN,
+        "id_token": standin.id_token(DOMAIN),
+    }
+
+    assert (await server.get("/app", params=query)).status_code == 200
+
+    assert [r["subject_token_type"] for r in standin.token_requests] == [
+        "urn:ietf:params:oauth:token-type:id_token"
+    ]
+    cycled = await stored()
+    assert cycled.refresh_token_encrypted and cycled.token_expires_at
+
+
+async def test_uninstalling_forgets_the_refresh_token_too(
+    server: httpx.AsyncClient, standin: ShopifyStandin
+) -> None:
+    shop = await installed(server, standin)
+    async with sessionmaker()() as session:
+        row = await shops.get(session, shop.id or 0)
+        assert row is not None
+        await uninstall(session, row)
+        await session.commit()
+
+    gone = await stored()
+    assert gone.access_token_encrypted is None and gone.refresh_token_encrypted is None
+    assert gone.token_expires_at is None and gone.refresh_token_expires_at is None

@@ -180,7 +180,8 @@ async def uninstall(session: AsyncSession, shop: Shop) -> None:
     """From now on nothing goes out for this shop: token gone, running series ended."""
     assert shop.id is not None
     shop.uninstalled_at = utcnow()
-    shop.access_token_encrypted = None
+    shop.access_token_encrypted = shop.refresh_token_encrypted = None
+    shop.token_expires_at = shop.refresh_token_expires_at = None
     ended = await flows_service.end_all_enrollments(session, shop.id, "uninstalled")
     log.info("shop %s uninstalled Rebound; %s running series ended", shop.domain, ended)
 

@@ -219,6 +219,8 @@ async def app_home(request: Request, session: SessionDep, config: AppConfigDep) 
         or shop.access_token_encrypted is None
         or shop.uninstalled_at is not None
         or shop.token_invalid_at is not None  # refused, or its refresh token ran out: anew
+        # Installed with a non-expiring token: opening the app is Shopify's way to cycle it.
+        or (shop.token_expires_at is None and tokens.is_public_install(shop))
     ):
         grant = await tokens.exchange_id_token(domain, result.id_token)
         shop = await install(session, domain, grant)

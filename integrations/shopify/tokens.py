@@ -272,8 +272,9 @@ def _adopt(shop: Shop, stored: Shop) -> None:
 async def with_admin_token(shop: Shop, call: Callable[[str], Awaitable[T]]) -> T:
     """`call(token)`, asked once more with a renewed token if Shopify refuses an expiring one
     (it expired early, or another process renewed it)."""
+    token = await admin_token(shop)  # a refused renewal raises here, and is not asked again
     try:
-        return await call(await admin_token(shop))
+        return await call(token)
     except ShopifyTokenRevoked:
         if not shop.refresh_token_encrypted:
             raise
