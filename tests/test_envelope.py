@@ -32,9 +32,7 @@ def _reference(shop: Shop, to: str, context: dict[str, object], text: str, html:
     for header in ("Date", "Message-ID"):
         message[header] = built[header]
     if context.get("unsubscribe_url"):
-        message["List-Unsubscribe"] = (
-            f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>"
-        )
+        message["List-Unsubscribe"] = f"<{context['unsubscribe_url']}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
     message.add_alternative(html, subtype="html")

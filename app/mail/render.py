@@ -178,11 +178,9 @@ def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str
     message.set_raw("Message-ID", make_msgid(domain=domain))
     if context.get("unsubscribe_url"):
         # RFC 2369 and RFC 8058: mail programs show an unsubscribe button and POST to the URL.
-        _set_header(
-            message,
-            "List-Unsubscribe",
-            f"<{context['unsubscribe_url']}>, <mailto:{sender}?subject=unsubscribe>",
-        )
+        # No mailto: alternative: Rebound does not read the sender's mailbox, so a request sent
+        # there would wait for someone to act on it by hand; the URL takes effect at once.
+        _set_header(message, "List-Unsubscribe", f"<{context['unsubscribe_url']}>")
         message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     message.set_raw("MIME-Version", "1.0")
     boundary = _boundary(text, html)
