@@ -1145,3 +1145,28 @@ async def test_a_shops_own_smtp_keeps_its_connection_until_the_setting_changes(
     assert renewed is not own
     connections = [connection for connection, _ in box.messages]
     assert len(connections) == 3 and len(set(connections)) == 2
+
+
+async def test_a_shops_replaced_api_transport_closes_its_client_after_a_grace(
+    shop: Shop, postmark: PostmarkStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport_module, "RETIRE_AFTER", 0.01)
+    message = await composed(shop)
+    async with sessionmaker()() as session:
+        stored = await session.get(Shop, shop.id)
+        assert stored is not None
+        shops_service.set_mail_transport(stored, f"postmark://{postmark.server_token}@")
+        own = transport_for_shop(stored, Capture())
+        await own.deliver(message, shop_domain=SHOP_DOMAIN)
+        assert isinstance(own, PostmarkTransport) and own._http is not None
+        kept = own._http
+
+        shops_service.set_mail_transport(stored, f"postmark://{postmark.server_token}@")
+        renewed = transport_for_shop(stored, Capture())
+        assert not kept.is_closed  # a message may still be on its way through it
+        await asyncio.sleep(0.1)
+        await renewed.deliver(message, shop_domain=SHOP_DOMAIN)
+    await close_transports(Capture())
+
+    assert kept.is_closed and own._http is None
+    assert len(postmark.received) == 2 and len(set(postmark.peers)) == 2

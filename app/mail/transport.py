@@ -689,6 +689,30 @@ def transport_for(settings: Settings) -> Transport:
 _shop_transports: dict[int, tuple[str, Transport]] = {}
 
 
+# A replaced API transport may still have a message on its way (another job's): its client is
+# closed once the longest request it could carry (30 s) has had its time.
+RETIRE_AFTER = 35.0
+_retiring: set[asyncio.Task[None]] = set()
+
+
+def _retire(transport: Transport) -> None:
+    """Let go of what a replaced shop transport keeps open."""
+    if isinstance(transport, SmtpTransport):
+        transport.drop_idle()  # idle ones only: a connection in use is not in the list
+    elif isinstance(transport, _KeptClient):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so no client of this loop's to close
+            return
+
+        def close() -> None:
+            task = loop.create_task(transport.aclose())
+            _retiring.add(task)
+            task.add_done_callback(_retiring.discard)
+
+        loop.call_later(RETIRE_AFTER, close)
+
+
 def transport_for_shop(shop: Shop, default: Transport) -> Transport:
     """The shop's own transport when it has one (`rebound shops set --mail-transport`), else
     `default`."""
@@ -698,8 +722,8 @@ def transport_for_shop(shop: Shop, default: Transport) -> Transport:
     kept = _shop_transports.get(shop.id)
     if kept is not None and kept[0] == encrypted:
         return kept[1]
-    if kept is not None and isinstance(kept[1], SmtpTransport):
-        kept[1].drop_idle()
+    if kept is not None:
+        _retire(kept[1])
     transport = transport_from_url(security.decrypt(encrypted), get_settings())
     _shop_transports[shop.id] = (encrypted, transport)
     return transport
