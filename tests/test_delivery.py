@@ -35,7 +35,7 @@ from app.db import sessionmaker
 from app.mail import render
 from app.mail import transport as transport_module
 from app.mail.models import Suppression
-from app.mail.repository import add_suppression, is_suppressed
+from app.mail.repository import add_suppression, opted_out
 from app.mail.sigv4 import signed_headers
 from app.mail.transport import (
     DeliveryError,
@@ -521,7 +521,7 @@ async def test_postmark_bounce_with_good_credentials_suppresses_the_address(
     assert stored.detail and stored.detail.startswith("HardBounce")
     async with sessionmaker()() as session:
         assert shop.id is not None
-        assert await is_suppressed(session, shop.id, CUSTOMER)
+        assert (await opted_out(session, shop.id, CUSTOMER))[0]
 
 
 @pytest.mark.usefixtures("webhook_secret")
@@ -826,8 +826,8 @@ async def test_suppressions_keep_the_first_reason_and_go_with_a_redaction(shop: 
         await add_suppression(session, shop.id, CUSTOMER, "complaint", "abuse")
         await add_suppression(session, shop.id, "", "bounce", None)
         await session.commit()
-        assert await is_suppressed(session, shop.id, "JANE.DOE@example.com")
-        assert not await is_suppressed(session, shop.id, "john@example.com")
+        assert (await opted_out(session, shop.id, "JANE.DOE@example.com"))[0]
+        assert not (await opted_out(session, shop.id, "john@example.com"))[0]
     assert [(s.email, s.reason) for s in await suppressions()] == [(CUSTOMER, "smtp_5xx")]
 
     async with sessionmaker()() as session:

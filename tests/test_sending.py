@@ -93,7 +93,7 @@ async def test_a_permanent_refusal_ends_the_series_without_retrying(
     assert shop.id is not None
     async with sessionmaker()() as session:
         # The address is on the shop's suppression list: no flow tries it again.
-        assert await mail_repository.is_suppressed(session, shop.id, fresh.email)
+        assert (await mail_repository.opted_out(session, shop.id, fresh.email))[0]
 
 
 @pytest.mark.parametrize("refusing_smtp", ["451 4.3.0 Try again later"], indirect=True)
@@ -126,7 +126,7 @@ async def test_a_refused_sender_is_retried_and_ends_no_series(shop: Shop) -> Non
     assert fresh.status == EnrollmentStatus.ACTIVE and sends == []
     async with sessionmaker()() as session:
         assert shop.id is not None
-        assert not await mail_repository.is_suppressed(session, shop.id, fresh.email)
+        assert not (await mail_repository.opted_out(session, shop.id, fresh.email))[0]
 
 
 async def test_smtp_server_down_leaves_the_step_to_be_retried(shop: Shop) -> None:

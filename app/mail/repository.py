@@ -53,13 +53,6 @@ async def opted_out(session: AsyncSession, shop_id: int, email: str) -> tuple[bo
     return bool(row[0]), bool(row[1])
 
 
-async def is_suppressed(session: AsyncSession, shop_id: int, email: str) -> bool:
-    query = select(Suppression.id).where(
-        Suppression.shop_id == shop_id, Suppression.email == normalize_email(email)
-    )
-    return (await session.exec(query)).first() is not None
-
-
 async def add_suppression(
     session: AsyncSession,
     shop_id: int,
