@@ -831,5 +831,32 @@ def inbox_replay() -> None:
     )
 
 
+@inbox_cli.command("purge")
+def inbox_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing")
+    ] = False,
+) -> None:
+    """Delete processed deliveries older than INBOX_KEEP_DAYS and failed ones older than
+    INBOX_KEEP_FAILED_DAYS (the worker does it daily); unprocessed ones are kept."""
+    from app.inbox import retention
+
+    settings = get_settings()
+    counted = _run(
+        lambda: retention.purge(
+            utcnow(),
+            dry_run=dry_run,
+            progress=lambda done: typer.echo(f"… {done} deleted so far"),
+        )
+    )
+    handled, failed = counted[InboxStatus.HANDLED], counted[InboxStatus.FAILED]
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {handled + failed} inbox entries: {handled} processed over "
+        f"{settings.inbox_keep_days} days old, {failed} failed over "
+        f"{settings.inbox_keep_failed_days} days old"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     mail_from: str = "Rebound <rebound@localhost>"
     # Seconds before each retry of a send that failed (the last one repeats), comma-separated.
     send_retry_delays: str = "30,120,600,1800"
+    # Days a webhook delivery's raw payload (customer data included) is kept once processed,
+    # and once failed (longer, so it can still be replayed). Unprocessed ones are always kept.
+    inbox_keep_days: int = 30
+    inbox_keep_failed_days: int = 90
     app_url: str | None = None
     secret_key: SecretStr | None = None
     token_key: SecretStr | None = None
@@ -99,6 +103,15 @@ class Settings(BaseSettings):
         delays = [part.strip() for part in value.split(",")]
         if not delays or not all(part.isdigit() for part in delays):
             raise ValueError("SEND_RETRY_DELAYS is whole seconds separated by commas, as 30,120")
+        return value
+
+    @field_validator("inbox_keep_days", "inbox_keep_failed_days")
+    @classmethod
+    def _at_least_a_day(cls, value: int, info: ValidationInfo) -> int:
+        # 0 would mean "delete at once" to some and "keep forever" to others: neither is allowed.
+        if value < 1:
+            name = (info.field_name or "").upper()
+            raise ValueError(f"{name} is a number of days, 1 or more (got {value})")
         return value
 
     @property

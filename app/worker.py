@@ -8,7 +8,7 @@ from arq.worker import Worker
 
 from app.analytics.tasks import choose_winners
 from app.db import dispose_engine
-from app.inbox.tasks import ingest
+from app.inbox.tasks import ingest, purge_inbox
 from app.mail.transport import close_transports, transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
@@ -41,6 +41,9 @@ def make_worker(**overrides: Any) -> Worker:
             cron(choose_winners, minute=15, second=0, unique=True),
             # Shopify refresh tokens last 90 days: renewed daily when under 30 days are left.
             cron(renew_tokens, hour=6, minute=45, second=0, unique=True),
+            # Once a day, at night in Europe: old webhook payloads (customer data) are deleted.
+            # An hour's limit; a purge cut off keeps the batches it committed, the next goes on.
+            cron(purge_inbox, hour=3, minute=40, second=0, unique=True, timeout=3600),
         ],
         "redis_settings": redis_settings(get_settings()),
         "on_startup": _startup,

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, delete, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
@@ -71,3 +71,30 @@ async def count_with_status(session: AsyncSession, shop_id: int, status: InboxSt
         InboxEntry.shop_id == shop_id, InboxEntry.status == status
     )
     return int((await session.exec(query)).one())
+
+
+def _older(shop_id: int, status: InboxStatus, before: datetime) -> ColumnElement[bool]:
+    """The shop's entries with `status` received before `before` (ix_inbox_shop_received)."""
+    return (
+        (col(InboxEntry.shop_id) == shop_id)
+        & (col(InboxEntry.received_at) < before)
+        & (col(InboxEntry.status) == status)
+    )
+
+
+async def count_older(
+    session: AsyncSession, shop_id: int, status: InboxStatus, before: datetime
+) -> int:
+    query = select(func.count(col(InboxEntry.id))).where(_older(shop_id, status, before))
+    return int((await session.exec(query)).one())
+
+
+async def delete_older(
+    session: AsyncSession, shop_id: int, status: InboxStatus, before: datetime, limit: int
+) -> int:
+    """Delete up to `limit` of them; how many went. A bounded DELETE keeps each transaction,
+    and the locks it holds, short however many old entries there are. `id IN (SELECT … LIMIT)`
+    works on both SQLite and PostgreSQL, neither of which has DELETE … LIMIT by default."""
+    batch = select(InboxEntry.id).where(_older(shop_id, status, before)).limit(limit)
+    result = await session.exec(delete(InboxEntry).where(col(InboxEntry.id).in_(batch)))
+    return int(result.rowcount)

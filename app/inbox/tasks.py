@@ -17,7 +17,7 @@ from app.commerce.events import (
     ShopUninstalled,
 )
 from app.db import sessionmaker, utcnow
-from app.inbox import repository
+from app.inbox import repository, retention
 from app.inbox.models import InboxEntry, InboxStatus
 from app.privacy import service as privacy
 from app.queue import Jobs
@@ -37,6 +37,15 @@ async def ingest(ctx: dict[str, object], entry_id: int) -> str:
     redis = ctx["redis"]
     assert isinstance(redis, ArqRedis)
     return await process_entry(entry_id, redis)
+
+
+async def purge_inbox(ctx: dict[str, object]) -> str:
+    """Daily: delete the inbox entries past their retention (app/inbox/retention.py)."""
+    deleted = await retention.purge(utcnow())
+    return (
+        f"{deleted[InboxStatus.HANDLED]} processed and {deleted[InboxStatus.FAILED]} failed "
+        "inbox entries deleted"
+    )
 
 
 async def process_entry(entry_id: int, redis: ArqRedis) -> str:
