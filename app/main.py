@@ -18,7 +18,7 @@ from app.api.auth import PageAuthError
 from app.api.errors import request_validation_errors
 from app.db import SessionDep, dispose_engine
 from app.inbox.endpoints import router as webhooks_router
-from app.inbox.writer import InboxWriter
+from app.inbox.writer import InboxWriter, WriterStopped
 from app.links.endpoints import router as links_router
 from app.links.pages import InvalidLink, invalid_link_page
 from app.mail.bounces import router as bounces_router
@@ -71,6 +71,16 @@ async def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _server_stopping(request: Request, exc: Exception) -> JSONResponse:
+    # A delivery the inbox writer could not store before the server stopped: 503, so the
+    # platform sends it again (to this server once it is back, or another).
+    return JSONResponse(
+        {"detail": "the server is stopping, try again"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _page_not_signed_in(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PageAuthError)
     return exc.response
@@ -81,6 +91,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     app.add_exception_handler(RedisError, _queue_unavailable)
+    app.add_exception_handler(WriterStopped, _server_stopping)
     app.add_exception_handler(RequestValidationError, request_validation_errors)
     app.add_exception_handler(PageAuthError, _page_not_signed_in)
     app.add_exception_handler(InvalidLink, invalid_link_page)

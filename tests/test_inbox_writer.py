@@ -4,13 +4,18 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import event
 
 from app.db import get_engine
-from app.inbox.writer import Delivery, InboxWriter
+from app.inbox import writer as writer_module
+from app.inbox.writer import Delivery, InboxWriter, WriterStopped
+from app.main import create_app
 from app.shops.models import Shop
+from tests.conftest import SHOP_DOMAIN, SHOP_SECRET
+from tests.shopify import post
 
 
 def delivery(shop: Shop, number: int) -> Delivery:
@@ -66,7 +71,7 @@ async def test_a_delivery_alone_is_written_without_waiting_for_a_wave(
     assert inserts == [8, 1]
 
 
-async def test_a_delivery_waiting_for_its_wave_when_the_server_stops_is_refused(
+async def test_a_delivery_waiting_for_its_wave_when_the_server_stops_is_written(
     redis: ArqRedis, shop: Shop, inserts: list[int]
 ) -> None:
     writer = InboxWriter(redis)
@@ -77,7 +82,80 @@ async def test_a_delivery_waiting_for_its_wave_when_the_server_stops_is_refused(
 
     await writer.stop()
 
-    # Refused (the platform retries it), not left without an answer.
-    with pytest.raises(ConnectionError):
-        await asyncio.wait_for(waiting, timeout=1)
-    assert inserts == [8]
+    # Written before the stop returns (200: no retry needed), not left without an answer.
+    assert waiting.done() and waiting.result() is not None
+    assert inserts == [8, 1]
+
+
+@pytest.fixture
+def held_inserts(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Every batch's INSERT waits until the event is set: a slow database."""
+    release = asyncio.Event()
+    insert = writer_module._insert
+
+    async def held(deliveries: list[Delivery]) -> list[int | None]:
+        await release.wait()
+        return await insert(deliveries)
+
+    monkeypatch.setattr(writer_module, "_insert", held)
+    return release
+
+
+async def test_deliveries_queued_when_the_server_stops_are_written_before_it_stops(
+    redis: ArqRedis, shop: Shop, held_inserts: asyncio.Event
+) -> None:
+    writer = InboxWriter(redis)
+    being_written = asyncio.create_task(writer.store(delivery(shop, 0)))
+    await asyncio.sleep(0.01)  # taken alone, its INSERT under way
+    queued = [asyncio.create_task(writer.store(delivery(shop, n))) for n in (1, 2)]
+    await asyncio.sleep(0)
+
+    stopping = asyncio.create_task(writer.stop())
+    await asyncio.sleep(0.01)
+    held_inserts.set()
+    await asyncio.wait_for(stopping, timeout=1)
+
+    # Each answered with its committed row, not left waiting for a writer that is gone.
+    ids = await asyncio.wait_for(asyncio.gather(being_written, *queued), timeout=1)
+    assert None not in ids and len(set(ids)) == 3
+
+
+async def test_deliveries_the_database_cannot_take_before_the_stop_are_refused(
+    redis: ArqRedis, shop: Shop, held_inserts: asyncio.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "DRAIN_SECONDS", 0.05)
+    writer = InboxWriter(redis)
+    being_written = asyncio.create_task(writer.store(delivery(shop, 0)))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(writer.store(delivery(shop, 1)))
+    await asyncio.sleep(0)
+
+    await asyncio.wait_for(writer.stop(), timeout=1)  # the database never answers
+
+    # 503, so the platform sends them again; the stop does not wait for ever.
+    for request in (being_written, queued):
+        with pytest.raises(WriterStopped):
+            await asyncio.wait_for(request, timeout=1)
+
+
+async def test_a_delivery_after_the_stop_is_refused(redis: ArqRedis, shop: Shop) -> None:
+    writer = InboxWriter(redis)
+    await writer.store(delivery(shop, 0))
+    await writer.stop()
+
+    with pytest.raises(WriterStopped):
+        await asyncio.wait_for(writer.store(delivery(shop, 1)), timeout=1)
+
+
+async def test_a_refused_delivery_is_answered_503(redis: ArqRedis, shop: Shop) -> None:
+    app = create_app()
+    app.state.inbox_writer = InboxWriter(redis)  # the lifespan's, already stopped
+    await app.state.inbox_writer.stop()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rebound.test") as client:
+        answer = await post(
+            client, "checkouts/update", {"id": 1}, secret=SHOP_SECRET, domain=SHOP_DOMAIN
+        )
+
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "30"

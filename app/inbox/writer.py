@@ -24,6 +24,14 @@ MAX_BATCH = 200  # rows per transaction; more wait for the next one
 # benchmark a third of the transactions held one row, and on SQLite a one-row transaction costs
 # three times the CPU per row of a 16-row one. PostgreSQL's commit_delay does the same.
 LINGER_SECONDS = 0.002
+# How long a stop waits for the deliveries already queued to be written. Their requests are
+# answered 200 if they are, 503 if not (the platform sends them again): never left waiting.
+DRAIN_SECONDS = 5.0
+
+
+class WriterStopped(ConnectionError):
+    """The server is stopping and the delivery was not stored: answered 503, so the platform
+    sends it again."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class Delivery:
 
 
 Waiting = tuple[Delivery, "asyncio.Future[int | None]"]
+# What the writer's queue holds: deliveries, then None, put by `stop`, after the last of them.
+Queued = Waiting | None
 Written = tuple["asyncio.Future[int | None]", int | None]
 
 
@@ -45,14 +55,17 @@ class InboxWriter:
 
     def __init__(self, redis: ArqRedis) -> None:
         self._redis = redis
-        self._queue: asyncio.Queue[Waiting] | None = None
+        self._queue: asyncio.Queue[Queued] | None = None
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._enqueueing: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     async def store(self, delivery: Delivery) -> int | None:
         """The new inbox entry's id once it is committed (and offered to the worker); None for
-        a delivery stored before."""
+        a delivery stored before. WriterStopped once the server is stopping."""
+        if self._stopped:
+            raise WriterStopped("the server is stopping")
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._queue, self._arrived = asyncio.Queue(), asyncio.Event()
@@ -64,35 +77,48 @@ class InboxWriter:
         return await future
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Take no more deliveries; write those already queued, for DRAIN_SECONDS at most, and
+        refuse whatever is left then (503)."""
+        self._stopped = True
+        task, queue = self._task, self._queue
+        if task is not None and queue is not None and not task.done():
+            queue.put_nowait(None)  # the writer ends once the deliveries ahead of it are written
+            self._arrived.set()
+            await asyncio.wait({task}, timeout=DRAIN_SECONDS)
+            task.cancel()  # the database did not answer in time: its batch is refused
+            await asyncio.gather(task, return_exceptions=True)
+        if queue is not None:
+            _refuse(queue)
         if self._enqueueing:  # committed rows: let their jobs reach Redis, if it answers soon
             _, late = await asyncio.wait(set(self._enqueueing), timeout=5)
-            for task in late:
-                task.cancel()
+            for late_task in late:
+                late_task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self._task = self._queue = None
 
-    async def _run(self, queue: asyncio.Queue[Waiting]) -> None:
-        wave = 1
-        while True:
-            batch = [await queue.get()]
+    async def _run(self, queue: asyncio.Queue[Queued]) -> None:
+        wave, stopping = 1, False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
             try:  # from here on, a request waits for an answer from this batch
                 await self._wait_for_the_wave(queue, min(wave, MAX_BATCH))
-                while len(batch) < MAX_BATCH and not queue.empty():
-                    batch.append(queue.get_nowait())
+                stopping = _take_more(batch, queue)
                 wave = len(batch)
                 written = await _write(batch)
             except asyncio.CancelledError:
-                _fail(batch, ConnectionError("the server is stopping"))
+                # Its rows may be committed even so: the platform's retry is then a duplicate,
+                # answered 200, and the sweeper offers the entries to the worker.
+                _fail(batch, WriterStopped("the server is stopping"))
                 raise
             # The next batch's INSERT need not wait for this one's round trip to Redis.
             task = asyncio.create_task(_enqueue_then_answer(self._redis, written))
             self._enqueueing.add(task)
             task.add_done_callback(self._enqueueing.discard)
 
-    async def _wait_for_the_wave(self, queue: asyncio.Queue[Waiting], wave: int) -> None:
+    async def _wait_for_the_wave(self, queue: asyncio.Queue[Queued], wave: int) -> None:
         """Until the queue holds the rest of a wave of `wave` deliveries (the one taken is the
         first), or LINGER_SECONDS have passed."""
         deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
@@ -103,6 +129,24 @@ class InboxWriter:
                     await self._arrived.wait()
             except TimeoutError:
                 return
+
+
+def _take_more(batch: list[Waiting], queue: asyncio.Queue[Queued]) -> bool:
+    """Add what the queue holds to the batch, up to MAX_BATCH; whether the stop was met."""
+    while len(batch) < MAX_BATCH and not queue.empty():
+        waiting = queue.get_nowait()
+        if waiting is None:
+            return True
+        batch.append(waiting)
+    return False
+
+
+def _refuse(queue: asyncio.Queue[Queued]) -> None:
+    """Answer every delivery still queued when the writer is gone."""
+    while not queue.empty():
+        waiting = queue.get_nowait()
+        if waiting is not None:
+            _fail([waiting], WriterStopped("the server is stopping"))
 
 
 async def _write(batch: list[Waiting]) -> list[Written]:
