@@ -1,5 +1,6 @@
 """Connecting shops. Services never commit: the CLI command or task around them does."""
 
+import asyncio
 import json
 import logging
 import re
@@ -94,27 +95,52 @@ class Signer:
 # forgets it at once; one made by another process (the CLI, the worker) counts within SIGNER_TTL.
 SIGNER_TTL = 5.0
 _signers: dict[tuple[str, str], tuple[float, Signer | None]] = {}
+# The lookup under way per domain: a burst that finds nothing kept (32 deliveries at once, as
+# the ingest benchmark sends) waits for one query and one decryption instead of making 32.
+_lookups: dict[tuple[str, str], "asyncio.Task[Signer | None]"] = {}
 
 
 async def webhook_signer(platform: str, domain: str) -> Signer | None:
-    """The shop of `platform` at `domain` and its webhook key, or None for no such shop. Its own
-    short session: a receiver must not hold a connection while its delivery waits to be
-    written (with every connection held that way, the writer would wait for one forever)."""
-    key, now = (platform, domain), time.monotonic()
+    """The shop of `platform` at `domain` and its webhook key, or None for no such shop."""
+    key = (platform, domain)
     cached = _signers.get(key)
-    if cached is not None and now - cached[0] < SIGNER_TTL:
+    if cached is not None and time.monotonic() - cached[0] < SIGNER_TTL:
         return cached[1]
-    async with sessionmaker()() as session:
-        shop = await repository.get_by_domain(session, platform, domain)
-        found = Signer(shop.id, shop.platform, webhook_secret(shop)) if shop and shop.id else None
-    if len(_signers) > 10_000:  # probes for made-up domains must not grow it without end
-        _signers.clear()
-    _signers[key] = (now, found)
-    return found
+    lookup = _lookups.get(key)
+    # A lookup of a loop gone (tests), or cancelled before it ran, is no lookup.
+    if lookup is None or lookup.done() or lookup.get_loop() is not asyncio.get_running_loop():
+        lookup = asyncio.create_task(_look_up(key), name=f"webhook-signer:{domain}")
+        # Seen even when every delivery waiting for it went away first (no "never retrieved").
+        lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+        _lookups[key] = lookup
+    # Shielded: a delivery whose client hangs up must not cancel the others' lookup.
+    return await asyncio.shield(lookup)
+
+
+async def _look_up(key: tuple[str, str]) -> Signer | None:
+    """Its own short session: a receiver must not hold a connection while its delivery waits
+    to be written (with every connection held that way, the writer would wait for one
+    forever). Kept only if no edit forgot the shops meanwhile: it may have read the old key."""
+    started, lookup = time.monotonic(), asyncio.current_task()
+    try:
+        async with sessionmaker()() as session:
+            shop = await repository.get_by_domain(session, *key)
+            found = (
+                Signer(shop.id, shop.platform, webhook_secret(shop)) if shop and shop.id else None
+            )
+        if _lookups.get(key) is lookup:
+            if len(_signers) > 10_000:  # probes for made-up domains must not grow it without end
+                _signers.clear()
+            _signers[key] = (started, found)
+        return found
+    finally:
+        if _lookups.get(key) is lookup:
+            del _lookups[key]
 
 
 def forget_signers() -> None:
     _signers.clear()
+    _lookups.clear()  # a delivery after an edit must not wait for a lookup begun before it
 
 
 def webhook_secret(shop: Shop) -> str | None:
