@@ -5,9 +5,10 @@ Rebound needs, and the payload is kept only so long as it may be worth a look or
 Deleting an entry breaks nothing that reads the inbox: no table refers to an entry's id, a
 customer redaction scrubs only entries still there, and the analytics read sends and orders.
 It does lift the entry's dedupe on (shop_id, delivery_id): a delivery that came again after
-its entry was deleted would be stored and processed again. Platforms do not do that: Shopify
-retries a failed delivery for at most 48 hours, WooCommerce for less, and the shortest
-retention is a day."""
+its entry was deleted would be stored and processed again. Platforms do not send one that
+late: Shopify retries a delivery for at most 48 hours (only one not answered 2xx, or whose
+answer was lost), WooCommerce for less. Only a retention of a day could meet such a retry; the
+default 30 days cannot."""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
