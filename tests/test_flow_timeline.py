@@ -10,6 +10,7 @@ one flow's marketing emails, so smart sending (16 h across flows) never holds on
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,327 +85,296 @@ async def work(redis: ArqRedis) -> None:
     await wait_for(lambda: worker_caught_up(redis))
 
 
-async def daily_scan(redis: ArqRedis) -> str:
-    """The daily cron: lapsed customers start win-back; their first email is due at once."""
-    outcome = await winback_scan({"redis": redis})
-    await work(redis)
-    return outcome
+def scan_time(day: int) -> datetime:
+    """The daily scan's time (07:00:30 UTC, as the cron runs it) on a day counted from START."""
+    return (START + timedelta(days=day)).replace(hour=7, minute=0, second=30)
 
 
-def subjects(mailbox: Mailbox, to: str = JANE) -> list[str]:
-    return [str(m["Subject"]) for m in mailbox.messages if m["To"] == to]
+@dataclass
+class Store:
+    """What each test here drives: the stand-in store and its shop, the app that takes its
+    webhooks, the real worker's Redis, the mailbox, and the clock."""
+
+    shop: Shop
+    standin: ShopifyStandin
+    server: httpx.AsyncClient
+    redis: ArqRedis
+    mailbox: Mailbox
+    clock: time_machine.Traveller
+
+    async def work(self) -> None:
+        await work(self.redis)
+
+    def subjects(self, to: str = JANE) -> list[str]:
+        return [str(m["Subject"]) for m in self.mailbox.messages if m["To"] == to]
+
+    async def arrives_when_due(self, due: datetime, subject: str, to: str = JANE) -> str:
+        """Nothing a second before `due`; at `due`, exactly one more email, with this subject.
+        Returns its plain text."""
+        before = self.subjects(to)
+        self.clock.move_to(due - timedelta(seconds=1))
+        await self.work()
+        assert self.subjects(to) == before, f"sent before {due}"
+        self.clock.move_to(due)
+        await self.work()
+        assert self.subjects(to) == [*before, subject]
+        (message,) = [m for m in self.mailbox.messages if m["To"] == to][-1:]
+        return text(message)
+
+    async def nothing_more_until(self, until: datetime) -> None:
+        """Travel day by day to `until`, the sweeper running each time: no email at all."""
+        count = len(self.mailbox.messages)
+        while datetime.now(UTC) < until:
+            self.clock.move_to(min(datetime.now(UTC) + timedelta(days=1), until))
+            await self.work()
+        assert len(self.mailbox.messages) == count, [
+            m["Subject"] for m in self.mailbox.messages[count:]
+        ]
+
+    async def scan_days(self, days: range) -> list[int]:
+        """The daily cron on each day (lapsed customers start win-back, their first email is
+        due at once): the days on which someone started."""
+        started = []
+        for day in days:
+            self.clock.move_to(scan_time(day))
+            outcome = await winback_scan({"redis": self.redis})
+            await self.work()
+            if not outcome.startswith("0 "):
+                started.append(day)
+        return started
+
+    # Webhooks, as Shopify delivers them.
+
+    async def buys(self, email: str, number: int, **changes: Any) -> None:
+        """orders/create for an order placed now, from no checkout."""
+        payload = fixture("orders_create")
+        payload.update(
+            id=number, name=f"#{number}", order_number=number, email=email, contact_email=email,
+            checkout_token=None, checkout_id=None, cart_token=None,
+            created_at=datetime.now(UTC).isoformat(), **changes,
+        )  # fmt: skip
+        await deliver(self.server, "orders/create", payload)
+
+    async def buys_every_20_days(self) -> None:
+        """Jane's rhythm: three orders, on days 0, 20 and 40, at 10:00. With a median gap of 20
+        days and k = 2 she has lapsed once 40 days pass without an order: from day 80 at 10:00."""
+        for number, day in ((1001, 0), (1002, 20), (1003, 40)):
+            self.clock.move_to(START + timedelta(days=day))
+            await self.buys(JANE, number)
+
+    async def ships(self, number: int, *, delivered: bool = False) -> None:
+        """fulfillments/create when the parcel leaves; fulfillments/update when it arrives."""
+        payload = fixture("fulfillments_create")
+        now = datetime.now(UTC).isoformat()
+        payload.update(order_id=number, status="success", email=JANE)
+        if delivered:
+            payload.update(shipment_status="delivered", updated_at=now)
+            await deliver(self.server, "fulfillments/update", payload)
+        else:
+            payload.update(shipment_status=None, created_at=now, updated_at=now)
+            await deliver(self.server, "fulfillments/create", payload)
 
 
-async def arrives_when_due(
+@pytest.fixture
+async def store(
     clock: time_machine.Traveller,
+    standin: ShopifyStandin,
+    server: httpx.AsyncClient,
+    worker: None,
     redis: ArqRedis,
     mailbox: Mailbox,
-    due: datetime,
-    subject: str,
-    to: str = JANE,
-) -> str:
-    """Nothing a second before `due`; at `due`, exactly one more email, with this subject.
-    Returns its plain text."""
-    before = subjects(mailbox, to)
-    clock.move_to(due - timedelta(seconds=1))
-    await work(redis)
-    assert subjects(mailbox, to) == before, f"sent before {due}"
-    clock.move_to(due)
-    await work(redis)
-    assert subjects(mailbox, to) == [*before, subject]
-    (message,) = [m for m in mailbox.messages if m["To"] == to][-1:]
-    return text(message)
-
-
-async def nothing_more_until(
-    clock: time_machine.Traveller, redis: ArqRedis, mailbox: Mailbox, until: datetime
-) -> None:
-    """Travel day by day to `until`, the sweeper running each time: no email at all."""
-    count = len(mailbox.messages)
-    while datetime.now(UTC) < until:
-        clock.move_to(min(datetime.now(UTC) + timedelta(days=1), until))
-        await work(redis)
-    assert len(mailbox.messages) == count, [m["Subject"] for m in mailbox.messages[count:]]
-
-
-# --- webhooks, as Shopify delivers them -------------------------------------------------------
-
-
-async def buys(server: httpx.AsyncClient, email: str, number: int, **changes: Any) -> None:
-    """orders/create for an order placed now, from no checkout."""
-    payload = fixture("orders_create")
-    payload.update(
-        id=number, name=f"#{number}", order_number=number, email=email, contact_email=email,
-        checkout_token=None, checkout_id=None, cart_token=None,
-        created_at=datetime.now(UTC).isoformat(), **changes,
-    )  # fmt: skip
-    await deliver(server, "orders/create", payload)
-
-
-async def ships(server: httpx.AsyncClient, number: int, *, delivered: bool = False) -> None:
-    """fulfillments/create when the parcel leaves; fulfillments/update when it arrives."""
-    payload = fixture("fulfillments_create")
-    now = datetime.now(UTC).isoformat()
-    payload.update(order_id=number, status="success", email=JANE)
-    if delivered:
-        payload.update(shipment_status="delivered", updated_at=now)
-        await deliver(server, "fulfillments/update", payload)
-    else:
-        payload.update(shipment_status=None, created_at=now, updated_at=now)
-        await deliver(server, "fulfillments/create", payload)
+) -> Store:
+    """The stand-in store opened at START, the worker running."""
+    shop = await open_store(standin)
+    return Store(shop, standin, server, redis, mailbox, clock)
 
 
 # --- abandoned cart ---------------------------------------------------------------------------
 
 
 async def test_a_cart_gets_its_three_reminders_each_when_due_and_the_last_with_the_offer(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
+    store: Store,
 ) -> None:
-    await open_store(standin)
     left_at = START
 
-    await deliver(server, "checkouts/create", fresh_checkout())
-    await work(redis)
-    assert mailbox.messages == []
+    await deliver(store.server, "checkouts/create", fresh_checkout())
+    await store.work()
+    assert store.mailbox.messages == []
 
-    first = await arrives_when_due(
-        clock, redis, mailbox, left_at + timedelta(hours=1), CART_SUBJECTS[0]
-    )
+    first = await store.arrives_when_due(left_at + timedelta(hours=1), CART_SUBJECTS[0])
     assert "Merino Crew Sweater" in first and "Wool Beanie" in first
-    second = await arrives_when_due(
-        clock, redis, mailbox, left_at + timedelta(hours=24), CART_SUBJECTS[1]
-    )
-    assert standin.discounts(SHOP_DOMAIN) == [] and "10%" not in second
-    third = await arrives_when_due(
-        clock, redis, mailbox, left_at + timedelta(hours=72), CART_SUBJECTS[2]
-    )
+    second = await store.arrives_when_due(left_at + timedelta(hours=24), CART_SUBJECTS[1])
+    assert store.standin.discounts(SHOP_DOMAIN) == [] and "10%" not in second
+    third = await store.arrives_when_due(left_at + timedelta(hours=72), CART_SUBJECTS[2])
 
-    (discount,) = standin.discounts(SHOP_DOMAIN)
+    (discount,) = store.standin.discounts(SHOP_DOMAIN)
     assert discount["code"] in third and "10%" in third
     cart = await only("abandoned_cart", JANE)
     assert (cart.status, cart.next_step) == (EnrollmentStatus.DONE, None)
-    await nothing_more_until(clock, redis, mailbox, left_at + timedelta(days=10))
-    assert mailbox.recipients == [[JANE]] * 3
+    await store.nothing_more_until(left_at + timedelta(days=10))
+    assert store.mailbox.recipients == [[JANE]] * 3
 
 
 async def test_a_purchase_after_the_first_reminder_ends_the_series_for_good(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
+    store: Store,
 ) -> None:
-    await open_store(standin)
     checkout = fresh_checkout()
-    await deliver(server, "checkouts/create", checkout)
-    await arrives_when_due(clock, redis, mailbox, START + timedelta(hours=1), CART_SUBJECTS[0])
+    await deliver(store.server, "checkouts/create", checkout)
+    await store.arrives_when_due(START + timedelta(hours=1), CART_SUBJECTS[0])
 
-    clock.shift(timedelta(hours=3))
-    await deliver(server, "orders/create", order_for(checkout))
-    await work(redis)
+    store.clock.shift(timedelta(hours=3))
+    await deliver(store.server, "orders/create", order_for(checkout))
+    await store.work()
 
     cart = await only("abandoned_cart", JANE)
     assert (cart.status, cart.exit_reason) == (EnrollmentStatus.EXITED, "purchased")
     assert cart.recovered_order_id is not None
-    await nothing_more_until(clock, redis, mailbox, START + timedelta(days=5))
-    assert subjects(mailbox) == [CART_SUBJECTS[0]]
-    assert standin.discounts(SHOP_DOMAIN) == []
+    await store.nothing_more_until(START + timedelta(days=5))
+    assert store.subjects() == [CART_SUBJECTS[0]]
+    assert store.standin.discounts(SHOP_DOMAIN) == []
 
 
 async def test_a_reminder_falling_due_after_the_cart_expired_ends_the_series_unsent(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
+    store: Store,
 ) -> None:
-    shop = await open_store(standin)
+    shop = store.shop
     await edit_flow(shop, "set_setting", "abandoned_cart", "cart_kept_days", 3)
-    await deliver(server, "checkouts/create", fresh_checkout())
-    await arrives_when_due(clock, redis, mailbox, START + timedelta(hours=1), CART_SUBJECTS[0])
-    await arrives_when_due(clock, redis, mailbox, START + timedelta(hours=24), CART_SUBJECTS[1])
+    await deliver(store.server, "checkouts/create", fresh_checkout())
+    await store.arrives_when_due(START + timedelta(hours=1), CART_SUBJECTS[0])
+    await store.arrives_when_due(START + timedelta(hours=24), CART_SUBJECTS[1])
     # The last reminder is due as the cart's third day ends, at 10:00 UTC: the quiet morning.
     await change_shop(shop, quiet_hours="09:00-12:00", timezone="UTC")
 
-    clock.move_to(START + timedelta(hours=72))
-    await work(redis)
+    store.clock.move_to(START + timedelta(hours=72))
+    await store.work()
     waiting = await only("abandoned_cart", JANE)
     assert (waiting.status, waiting.waiting_for) == (EnrollmentStatus.ACTIVE, "quiet_hours")
 
-    clock.move_to(START + timedelta(hours=74))  # noon: quiet hours over, the cart gone
-    await work(redis)
+    store.clock.move_to(START + timedelta(hours=74))  # noon: quiet hours over, the cart gone
+    await store.work()
 
     cart = await only("abandoned_cart", JANE)
     assert (cart.status, cart.exit_reason) == (EnrollmentStatus.EXITED, "cart_expired")
-    assert subjects(mailbox) == list(CART_SUBJECTS[:2])
-    assert standin.discounts(SHOP_DOMAIN) == []
+    assert store.subjects() == list(CART_SUBJECTS[:2])
+    assert store.standin.discounts(SHOP_DOMAIN) == []
 
 
 # --- post-purchase ----------------------------------------------------------------------------
 
 
 async def test_post_purchase_from_order_to_cross_sell_each_email_when_due(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
+    store: Store,
 ) -> None:
-    await open_store(standin)
     # Two months ago Bo bought the sweater with socks: something to recommend to Jane later.
     sweater = fixture("orders_create")["line_items"][0]
     product_id, title, price = PRODUCTS[SOCKS]
     socks = {**sweater, "id": 2, "title": title, "variant_title": None, "price": price,
              "variant_id": int(SOCKS), "product_id": int(product_id)}  # fmt: skip
-    await buys(server, BO, 4001, line_items=[sweater, socks])
-    await work(redis)
-    clock.shift(timedelta(days=60))
+    await store.buys(BO, 4001, line_items=[sweater, socks])
+    await store.work()
+    store.clock.shift(timedelta(days=60))
 
-    await buys(server, JANE, 5001)
-    await work(redis)
-    clock.shift(timedelta(days=1))
-    await work(redis)
-    assert subjects(mailbox) == []  # nothing before the parcel leaves
+    await store.buys(JANE, 5001)
+    await store.work()
+    store.clock.shift(timedelta(days=1))
+    await store.work()
+    assert store.subjects() == []  # nothing before the parcel leaves
 
-    clock.shift(timedelta(hours=2))
-    await ships(server, 5001)
-    await work(redis)
-    (notice,) = mailbox.messages
+    store.clock.shift(timedelta(hours=2))
+    await store.ships(5001)
+    await store.work()
+    (notice,) = store.mailbox.messages
     assert notice["Subject"] == "Jane, your order #5001 is on its way"
     assert "1z827wk74630" in text(notice)
 
-    clock.shift(timedelta(days=3))
+    store.clock.shift(timedelta(days=3))
     delivered_at = datetime.now(UTC)
-    await ships(server, 5001, delivered=True)
-    await work(redis)
-    assert len(mailbox.messages) == 1
+    await store.ships(5001, delivered=True)
+    await store.work()
+    assert len(store.mailbox.messages) == 1
 
-    care = await arrives_when_due(
-        clock, redis, mailbox, delivered_at + timedelta(days=2),
+    care = await store.arrives_when_due(
+        delivered_at + timedelta(days=2),
         "Jane, how to get the most out of your order from Nordic Wool",
-    )  # fmt: skip
+    )
     assert "arrived safely" in care
-    await arrives_when_due(
-        clock, redis, mailbox, delivered_at + timedelta(days=7),
+    await store.arrives_when_due(
+        delivered_at + timedelta(days=7),
         "Jane, what do you think of your order from Nordic Wool?",
-    )  # fmt: skip
-    await arrives_when_due(
-        clock, redis, mailbox, delivered_at + timedelta(days=14),
+    )
+    await store.arrives_when_due(
+        delivered_at + timedelta(days=14),
         "Jane, how likely are you to recommend Nordic Wool?",
-    )  # fmt: skip
-    cross_sell = await arrives_when_due(
-        clock, redis, mailbox, delivered_at + timedelta(days=21),
+    )
+    cross_sell = await store.arrives_when_due(
+        delivered_at + timedelta(days=21),
         "Jane, we picked these for you at Nordic Wool",
-    )  # fmt: skip
+    )
     assert "Wool Socks" in cross_sell
 
     purchase = (await enrollments("post_purchase", JANE))[0]
     assert purchase.status == EnrollmentStatus.DONE
-    await nothing_more_until(clock, redis, mailbox, delivered_at + timedelta(days=60))
-    assert len(subjects(mailbox)) == 5 and subjects(mailbox, BO) == []
+    await store.nothing_more_until(delivered_at + timedelta(days=60))
+    assert len(store.subjects()) == 5 and store.subjects(BO) == []
 
 
 # --- win-back ---------------------------------------------------------------------------------
 
 
-def scan_time(day: int) -> datetime:
-    """The daily scan's time (07:00:30 UTC, as the cron runs it) on a day counted from START."""
-    return (START + timedelta(days=day)).replace(hour=7, minute=0, second=30)
-
-
-async def buys_every_20_days(server: httpx.AsyncClient, clock: time_machine.Traveller) -> None:
-    """Jane's rhythm: three orders, on days 0, 20 and 40, at 10:00. With a median gap of 20 days
-    and k = 2 she has lapsed once 40 days pass without an order: from day 80 at 10:00."""
-    for number, day in ((1001, 0), (1002, 20), (1003, 40)):
-        clock.move_to(START + timedelta(days=day))
-        await buys(server, JANE, number)
-
-
-async def scan_days(clock: time_machine.Traveller, redis: ArqRedis, days: range) -> list[int]:
-    """Run the daily scan on each day; the days on which someone started win-back."""
-    started = []
-    for day in days:
-        clock.move_to(scan_time(day))
-        if not (await daily_scan(redis)).startswith("0 "):
-            started.append(day)
-    return started
-
-
 async def test_win_back_from_the_lapse_to_the_goodbye_and_marketing_stopped(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
+    store: Store,
 ) -> None:
-    await open_store(standin)
-    await buys_every_20_days(server, clock)
-    await work(redis)
+    await store.buys_every_20_days()
+    await store.work()
 
-    assert await scan_days(clock, redis, range(41, 82)) == [81]
+    assert await store.scan_days(range(41, 82)) == [81]
     enrolled_at = scan_time(81)
-    (offer,) = mailbox.messages
+    (offer,) = store.mailbox.messages
     assert offer["Subject"] == "Jane, we miss you at Nordic Wool: 15% off your order"
-    (discount,) = standin.discounts(SHOP_DOMAIN)
+    (discount,) = store.standin.discounts(SHOP_DOMAIN)
     assert discount["code"] in text(offer)
 
-    await arrives_when_due(
-        clock, redis, mailbox, enrolled_at + timedelta(days=7),
+    await store.arrives_when_due(
+        enrolled_at + timedelta(days=7),
         "Jane, here's what we care about at Nordic Wool",
-    )  # fmt: skip
-    await arrives_when_due(
-        clock, redis, mailbox, enrolled_at + timedelta(days=14),
+    )
+    await store.arrives_when_due(
+        enrolled_at + timedelta(days=14),
         "Jane, should we stop emailing you?",
-    )  # fmt: skip
+    )
 
-    clock.move_to(enrolled_at + timedelta(days=28) - timedelta(seconds=1))
-    await work(redis)
+    store.clock.move_to(enrolled_at + timedelta(days=28) - timedelta(seconds=1))
+    await store.work()
     assert await unsubscribed() == []
-    clock.move_to(enrolled_at + timedelta(days=28))
-    await work(redis)
+    store.clock.move_to(enrolled_at + timedelta(days=28))
+    await store.work()
     assert await unsubscribed() == [(JANE, "winback_ignored")]
     assert (await only("winback", JANE)).status == EnrollmentStatus.DONE
 
     # Marketing has stopped: a cart she leaves the next day gets no reminder.
-    clock.shift(timedelta(days=1))
-    await deliver(server, "checkouts/create", fresh_checkout())
-    await nothing_more_until(clock, redis, mailbox, datetime.now(UTC) + timedelta(days=4))
+    store.clock.shift(timedelta(days=1))
+    await deliver(store.server, "checkouts/create", fresh_checkout())
+    await store.nothing_more_until(datetime.now(UTC) + timedelta(days=4))
     assert await enrollments("abandoned_cart", JANE) == []
-    assert len(mailbox.messages) == 3
+    assert len(store.mailbox.messages) == 3
 
 
-async def test_win_back_asks_again_only_after_the_cooldown(
-    clock: time_machine.Traveller,
-    standin: ShopifyStandin,
-    server: httpx.AsyncClient,
-    worker: None,
-    redis: ArqRedis,
-    mailbox: Mailbox,
-) -> None:
-    shop = await open_store(standin)
+async def test_win_back_asks_again_only_after_the_cooldown(store: Store) -> None:
+    shop = store.shop
     assert shop.id is not None
-    await buys_every_20_days(server, clock)
-    assert await scan_days(clock, redis, range(41, 82)) == [81]
+    await store.buys_every_20_days()
+    assert await store.scan_days(range(41, 82)) == [81]
     first = await only("winback", JANE)
 
     # She comes back three days after the offer, then stops again: gaps 20, 20 and 44 days,
     # median 20, so she has lapsed again 40 days on, on day 124 at 10:00.
-    clock.move_to(START + timedelta(days=84))
-    await buys(server, JANE, 1004)
-    await work(redis)
+    store.clock.move_to(START + timedelta(days=84))
+    await store.buys(JANE, 1004)
+    await store.work()
     assert (await reload(first)).exit_reason == "purchased"
 
     # Lapsed again, but within 180 days of the last win-back: the daily scan leaves her be.
-    assert await scan_days(clock, redis, range(82, 81 + 180)) == []
+    assert await store.scan_days(range(82, 81 + 180)) == []
     async with sessionmaker()() as session:
         lapsed = [
             c.email
@@ -415,9 +385,9 @@ async def test_win_back_asks_again_only_after_the_cooldown(
     assert lapsed == [JANE]
 
     # 180 days after the first: asked again.
-    assert await scan_days(clock, redis, range(81 + 180, 81 + 182)) == [81 + 180]
+    assert await store.scan_days(range(81 + 180, 81 + 182)) == [81 + 180]
     assert [e.id == first.id for e in await enrollments("winback", JANE)] == [True, False]
-    assert subjects(mailbox) == ["Jane, we miss you at Nordic Wool: 15% off your order"] * 2
+    assert store.subjects() == ["Jane, we miss you at Nordic Wool: 15% off your order"] * 2
 
 
 async def unsubscribed() -> list[tuple[str, str | None]]:

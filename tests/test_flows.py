@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.commerce import repository as commerce
 from app.commerce.events import (
@@ -64,6 +65,7 @@ SWEATER, BEANIE, SOCKS, MITTENS, SCARF, CARDIGAN = PRODUCTS
 NPS_LINK = re.compile(r"https://rebound\.test(/nps/[A-Za-z0-9_.-]+/(\d+))")
 ADA = "ada@example.com"
 BO = "bo@example.com"
+Row = TypeVar("Row", bound=SQLModel)
 
 
 # --- time, shops and events ------------------------------------------------------------------
@@ -99,13 +101,24 @@ async def open_shop(standin: ShopifyStandin, *, country_code: str | None = "SE")
         return shop
 
 
-async def change_shop(shop: Shop, **values: Any) -> None:
+async def stored_row(session: AsyncSession, model: type[Row], row_id: int | None) -> Row:
+    """The row as the database holds it now; it must be there."""
+    row = await session.get(model, row_id)
+    assert row is not None
+    return row
+
+
+async def update(model: type[SQLModel], row_id: int | None, **values: Any) -> None:
+    """Set columns of one stored row, committed."""
     async with sessionmaker()() as session:
-        stored = await session.get(Shop, shop.id)
-        assert stored is not None
+        row = await stored_row(session, model, row_id)
         for key, value in values.items():
-            setattr(stored, key, value)
+            setattr(row, key, value)
         await session.commit()
+
+
+async def change_shop(shop: Shop, **values: Any) -> None:
+    await update(Shop, shop.id, **values)
 
 
 async def switch_off(shop: Shop, name: str, *keys: str) -> None:
@@ -119,9 +132,7 @@ async def switch_off(shop: Shop, name: str, *keys: str) -> None:
 async def edit_flow(shop: Shop, edit: str, *args: Any) -> None:
     """A merchant's edit through flows.service, committed."""
     async with sessionmaker()() as session:
-        stored = await session.get(Shop, shop.id)
-        assert stored is not None
-        await getattr(flows_service, edit)(session, stored, *args)
+        await getattr(flows_service, edit)(session, await stored_row(session, Shop, shop.id), *args)
         await session.commit()
 
 
@@ -194,6 +205,17 @@ def shipped(
     )  # fmt: skip
 
 
+def delivered_order(
+    number: str, email: str, *, placed_at: datetime
+) -> tuple[OrderPlaced, OrderShipped]:
+    """An order of the sweater, shipped the day after it was placed and delivered the day after
+    that."""
+    return (
+        order(number, email, [SWEATER], placed_at=placed_at),
+        shipped(number, placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)),
+    )
+
+
 async def apply(shop: Shop, *events: CommerceEvent) -> None:
     assert shop.id is not None
     async with sessionmaker()() as session:
@@ -220,19 +242,12 @@ async def only(flow: str, email: str) -> Enrollment:
 
 async def reload(enrollment: Enrollment) -> Enrollment:
     async with sessionmaker()() as session:
-        fresh = await session.get(Enrollment, enrollment.id)
-        assert fresh is not None
-        return fresh
+        return await stored_row(session, Enrollment, enrollment.id)
 
 
 async def change(enrollment: Enrollment, **values: Any) -> None:
     """Move an enrollment in time (or otherwise) in the database, as time passing would."""
-    async with sessionmaker()() as session:
-        stored = await session.get(Enrollment, enrollment.id)
-        assert stored is not None
-        for key, value in values.items():
-            setattr(stored, key, value)
-        await session.commit()
+    await update(Enrollment, enrollment.id, **values)
 
 
 def index(enrollment: Enrollment, step: int | str) -> int:
@@ -399,11 +414,7 @@ async def test_cross_sell_recommends_what_others_bought_with_it_never_what_the_c
     )
     placed_at = now() - timedelta(days=25)
     delivered_at = placed_at + timedelta(days=2)
-    await apply(
-        shop,
-        order("5001", ADA, [SWEATER], placed_at=placed_at),
-        shipped("5001", placed_at + timedelta(days=1), delivered_at=delivered_at),
-    )
+    await apply(shop, *delivered_order("5001", ADA, placed_at=placed_at))
     enrollment = await only("post_purchase", ADA)
     transport = SmtpTransport(smtp_url)
     assert await run(enrollment, "shipping_notice", transport) == "sent"
@@ -550,8 +561,7 @@ async def test_an_unsubscribed_customer_gets_service_emails_but_no_marketing(
     placed_at = now() - timedelta(days=25)
     await apply(
         shop,
-        order("5001", ADA, [SWEATER], placed_at=placed_at),
-        shipped("5001", placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)),
+        *delivered_order("5001", ADA, placed_at=placed_at),
         checkout("cart-1", ADA),  # a new cart since: she is in both flows
     )
     assert (await only("abandoned_cart", ADA)).status == EnrollmentStatus.ACTIVE
@@ -590,8 +600,7 @@ async def test_smart_sending_holds_a_marketing_step_after_another_flows_email(
     placed_at = now() - timedelta(days=25)
     await apply(
         shop,
-        order("5001", ADA, [SWEATER], placed_at=placed_at),
-        shipped("5001", placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)),
+        *delivered_order("5001", ADA, placed_at=placed_at),
         checkout("cart-1", ADA),
     )
     cart = await only("abandoned_cart", ADA)
@@ -629,11 +638,7 @@ async def test_smart_sending_ignores_the_flows_own_earlier_email(
     shop = await open_shop(standin)
     transport = SmtpTransport(smtp_url)
     placed_at = now() - timedelta(days=25)
-    await apply(
-        shop,
-        order("5001", ADA, [SWEATER], placed_at=placed_at),
-        shipped("5001", placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)),
-    )
+    await apply(shop, *delivered_order("5001", ADA, placed_at=placed_at))
     purchase = await only("post_purchase", ADA)
     assert await run(purchase, "shipping_notice", transport) == "sent"
     assert await run(purchase, "care", transport) == "sent"  # marketing
@@ -648,13 +653,7 @@ async def test_smart_sending_counts_another_series_of_the_same_flow(
     transport = SmtpTransport(smtp_url)
     placed_at = now() - timedelta(days=25)
     for number in ("5001", "5002"):  # two orders, two post-purchase series
-        await apply(
-            shop,
-            order(number, ADA, [SWEATER], placed_at=placed_at),
-            shipped(
-                number, placed_at + timedelta(days=1), delivered_at=placed_at + timedelta(days=2)
-            ),
-        )
+        await apply(shop, *delivered_order(number, ADA, placed_at=placed_at))
     first, second = await enrollments("post_purchase", ADA)
     assert await run(first, "shipping_notice", transport) == "sent"
     assert await run(first, "care", transport) == "sent"
@@ -1234,10 +1233,9 @@ async def test_a_refused_edit_says_why_and_changes_nothing(
     before = {name: await stored_flow(shop, name) for name in ("abandoned_cart", "post_purchase")}
 
     async with sessionmaker()() as session:
-        stored = await session.get(Shop, shop.id)
-        assert stored is not None
+        row = await stored_row(session, Shop, shop.id)
         with pytest.raises(FlowSettingError, match=re.escape(message)):
-            await getattr(flows_service, edit)(session, stored, *args)
+            await getattr(flows_service, edit)(session, row, *args)
         await session.commit()  # whatever the failed edit left in the session
 
     for name, flow in before.items():
