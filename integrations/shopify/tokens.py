@@ -12,6 +12,7 @@ token (`rebound shops add shopify`, its own API secret) does not expire and is u
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -197,7 +198,15 @@ def is_public_install(shop: Shop) -> bool:
 # Shops whose migration Shopify refused in this process: asked again by the daily renewal,
 # not on every call (the token keeps working until Shopify's deadline).
 _unmigratable: set[int] = set()
-_locks: dict[int, asyncio.Lock] = {}
+# Per event loop: a lock waited on belongs to its loop (tests run many loops, one process).
+_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Lock]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _renewing(shop_id: int) -> asyncio.Lock:
+    per_loop = _locks.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(shop_id, asyncio.Lock())
 
 
 def _needs_new(shop: Shop, force: bool) -> bool:
@@ -222,7 +231,7 @@ async def admin_token(shop: Shop, *, force: bool = False) -> str:
     if not _needs_new(shop, force):
         return security.decrypt(shop.access_token_encrypted)
     # One renewal at a time per shop in this process; another process's is seen in the row.
-    async with _locks.setdefault(shop.id, asyncio.Lock()), sessionmaker()() as session:
+    async with _renewing(shop.id), sessionmaker()() as session:
         stored = await shops.get(session, shop.id)
         if stored is None or not stored.access_token_encrypted:
             raise ShopifyTokenRevoked(f"{shop.domain}: not connected", status=401)
