@@ -23,6 +23,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import importlib.util
 import json
 import secrets
 import shutil
@@ -312,6 +313,7 @@ def main() -> None:
         "duration_s": options.duration,
         "warmup_s": options.warmup,
         "topic": TOPIC,
+        "server": server_stack(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with (
@@ -372,12 +374,21 @@ def main() -> None:
     report(results, out)
 
 
+def server_stack() -> str:
+    """What uvicorn serves both apps with: its event loop and HTTP parser, uvloop and
+    httptools when installed (uvicorn[standard]), else asyncio's loop and h11."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
+
+
 def report(results: dict[str, Any], out: Path) -> None:
     bare, ours, targets = results["bare"], results["rebound"], results["targets"]
     print(
         f"ingest: {results['topic']} deliveries, {results['connections']} connections, "
         f"{results['duration_s']:.0f} s each after {results['warmup_s']:.0f} s warm-up; "
-        f"database {results['database']}, Redis {results['redis']}, load from {results['client']}"
+        f"database {results['database']}, Redis {results['redis']}, load from {results['client']}, "
+        f"uvicorn on {results['server']}"
     )
     print(
         f"{'':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'server CPU':>12}"
