@@ -7,9 +7,11 @@ and sends it with aiosmtplib to the same sink.
 
 The sink is aiosmtpd in a process of its own (bench/_smtp_sink.py), counting messages and when
 they arrive. The baseline renders templates/email/abandoned_cart.html (Rebound's own template,
-plain Jinja2: no css-inline, tracking, database or store) and hands each message to
-aiosmtplib.send, one connection per message as Rebound's SmtpTransport does, with as many at once
-as the worker runs jobs (arq's max_jobs, 10). For Rebound, a throw-away REBOUND_HOME (or the
+plain Jinja2: no css-inline, tracking, database or store) and sends each message with aiosmtplib
+over a connection it keeps, as Rebound's SmtpTransport keeps its connections, with as many
+connections at once as the worker runs jobs (arq's max_jobs, 10). Until 2026-12-04 the baseline
+opened a connection per message (aiosmtplib.send), which Rebound stopped doing on 2026-12-02.
+For Rebound, a throw-away REBOUND_HOME (or the
 fresh PostgreSQL database named with --database, created and dropped) gets a Shopify shop
 (`rebound shops add`, quiet hours and frequency cap off, no offer), and N checkouts last touched
 three hours ago go through flows.engine.apply: N abandoned-cart enrollments whose first reminder
@@ -205,6 +207,10 @@ async def baseline(sink: Sink, count: int, concurrency: int, patience: float) ->
     numbers = iter(range(count))
 
     async def lane() -> None:
+        # One connection a lane, kept for all its messages, as Rebound's SmtpTransport keeps
+        # its connections: neither pays for connecting per message.
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, timeout=30)
+        await smtp.connect()
         for n in numbers:  # shared: each number is taken by one lane
             with i18n.writing_in("en"):
                 html = template.render({**CONTEXT, "first_name": f"Shopper {n}"})
@@ -213,7 +219,8 @@ async def baseline(sink: Sink, count: int, concurrency: int, patience: float) ->
             message["To"] = f"shopper{n}@example.com"
             message["Subject"] = "Your cart is waiting"
             message.set_content(html, subtype="html")
-            await aiosmtplib.send(message, hostname="127.0.0.1", port=sink.port, timeout=30)
+            await smtp.send_message(message)
+        await smtp.quit()
 
     await sink.ask("reset")
     progress(f"baseline: {count} emails, {concurrency} at once")
