@@ -147,16 +147,21 @@ async def test_a_refused_refresh_marks_the_store_and_opening_the_app_connects_it
         session.add(shop)
         await session.commit()
 
+    assert (await open_app(server, standin)).status_code == 200
+    again = await stored()
+    assert again.token_invalid_at is None and again.refresh_token_encrypted
+    assert await catalog.variant_details(again, {VARIANT: None}) is not None
+
+
+async def open_app(server: httpx.AsyncClient, standin: ShopifyStandin) -> httpx.Response:
+    """The merchant opens Rebound in the Shopify admin, with a fresh session token."""
     query = {
         "embedded": "1",
         "host": "aG9zdA",
         "shop": DOMAIN,
         "id_token": standin.id_token(DOMAIN),
     }
-    assert (await server.get("/app", params=query)).status_code == 200
-    again = await stored()
-    assert again.token_invalid_at is None and again.refresh_token_encrypted
-    assert await catalog.variant_details(again, {VARIANT: None}) is not None
+    return await server.get("/app", params=query)
 
 
 async def connected_with(standin: ShopifyStandin, *, api_secret: str | None) -> Shop:
@@ -241,14 +246,8 @@ async def test_opening_the_app_cycles_a_non_expiring_token(
     server: httpx.AsyncClient, standin: ShopifyStandin
 ) -> None:
     await connected_with(standin, api_secret=None)
-    query = {
-        "embedded": "1",
-        "host": "aG9zdA",
-        "shop": DOMAIN,
-        "id_token": standin.id_token(DOMAIN),
-    }
 
-    assert (await server.get("/app", params=query)).status_code == 200
+    assert (await open_app(server, standin)).status_code == 200
 
     assert [r["subject_token_type"] for r in standin.token_requests] == [
         "urn:ietf:params:oauth:token-type:id_token"
