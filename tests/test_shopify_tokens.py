@@ -146,6 +146,9 @@ async def test_a_refused_refresh_marks_the_store_and_opening_the_app_connects_it
     async with sessionmaker()() as session:
         session.add(shop)
         await session.commit()
+    asked = len(standin.token_requests)
+    assert await catalog.variant_details(await stored(), {VARIANT: None}) is None
+    assert len(standin.token_requests) == asked  # a refused refresh token is not tried again
 
     assert (await open_app(server, standin)).status_code == 200
     again = await stored()

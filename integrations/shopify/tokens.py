@@ -228,6 +228,10 @@ async def admin_token(shop: Shop, *, force: bool = False) -> str:
     used. ShopifyTokenRevoked when the store has to be connected again."""
     if not shop.access_token_encrypted or shop.id is None:
         raise ShopifyTokenRevoked(f"{shop.domain}: not connected", status=401)
+    if shop.token_invalid_at is not None and shop.refresh_token_encrypted:
+        # Its refresh was refused: asking again each step would only be refused again, until
+        # the merchant opens the app (which stores a new pair and clears the mark).
+        raise ShopifyTokenRevoked(f"{shop.domain}: connect the store again", status=401)
     if not _needs_new(shop, force):
         return security.decrypt(shop.access_token_encrypted)
     # One renewal at a time per shop in this process; another process's is seen in the row.
