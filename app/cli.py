@@ -198,8 +198,15 @@ def worker() -> None:
 def shops_add(
     platform: Annotated[Platform, typer.Argument(help="The store's platform")],
     domain: Annotated[str | None, typer.Option(help="Shopify: STORE.myshopify.com")] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Shopify: the client id of the store's app (Dev Dashboard)")
+    ] = None,
+    client_secret: Annotated[
+        str | None, typer.Option(help="Shopify: that app's client secret")
+    ] = None,
     access_token: Annotated[
-        str | None, typer.Option(help="Shopify: the custom app's Admin API access token")
+        str | None,
+        typer.Option(help="Shopify: an admin-made custom app's Admin API access token (shpat_…)"),
     ] = None,
     api_secret: Annotated[
         str | None, typer.Option(help="Shopify: the secret that signs the store's webhooks")
@@ -217,7 +224,9 @@ def shops_add(
 ) -> None:
     """Connect a store with credentials made in its admin (no OAuth)."""
     try:
-        if platform == Platform.shopify:
+        if platform == Platform.shopify and client_id is not None:
+            message = _run(lambda: _add_shopify_app(domain, client_id, client_secret, name))
+        elif platform == Platform.shopify:
             message = _run(lambda: _add_shopify(domain, access_token, api_secret, name))
         else:
             message = _run(
@@ -249,12 +258,51 @@ async def _add_shopify(
         )
         keep_shop_settings(shop, info)
         await session.commit()
+    return _connected(shop)
+
+
+def _connected(shop: Shop) -> str:
     url = get_settings().public_url
     learned = ", ".join(filter(None, (shop.currency, shop.timezone, shop.country_code)))
     return (
         f"connected {shop.domain} ({shop.name}: {learned}). "
         f"In Shopify, send its webhooks to {url}/webhooks/shopify"
     )
+
+
+async def _add_shopify_app(
+    domain: str | None, client_id: str, client_secret: str | None, name: str | None
+) -> str:
+    """A store connected with its own app's client credentials: Shopify's way for an app made
+    in the Dev Dashboard (admin-made custom apps can't be created since 2026). The client
+    secret also signs the app's webhooks."""
+    from integrations.shopify import tokens
+    from integrations.shopify.install import keep_shop_settings
+
+    if not domain or not client_id.strip() or not client_secret:
+        raise ShopError("a Shopify app needs --domain, --client-id and --client-secret")
+    domain = check_shopify_credentials(domain, client_id, client_secret)
+    try:
+        grant = await tokens.client_credentials(domain, client_id.strip(), client_secret)
+    except shopify_admin.ShopifyApiError as exc:
+        raise ShopError(
+            f"Shopify refused the app's client credentials for {domain}: {exc}. Check the client "
+            "id and secret, and that the app is installed on this store. Nothing was stored."
+        ) from exc
+    info = await _shopify_shop(domain, grant.access_token)
+    async with sessionmaker()() as session:
+        shop = await connect_shopify(
+            session,
+            domain=domain,
+            access_token=grant.access_token,
+            api_secret=client_secret,
+            name=name or info.name,
+            client_id=client_id.strip(),
+        )
+        tokens.keep_grant(shop, grant)
+        keep_shop_settings(shop, info)
+        await session.commit()
+    return _connected(shop)
 
 
 async def _shopify_shop(domain: str, access_token: str) -> shopify_admin.ShopInfo:

@@ -12,9 +12,10 @@ from app import security
 from app.db import sessionmaker, utcnow
 from app.shops import repository as shops
 from app.shops.models import Shop
-from app.shops.service import connect_shopify, uninstall
+from app.shops.service import connect_shopify, uninstall, webhook_secret
 from integrations.shopify import catalog, tokens
 from integrations.shopify.standin import ShopifyStandin
+from tests.test_cli import at_standin, rebound
 from tests.test_shopify_install import DOMAIN, add_store, callback, started_state
 
 VARIANT = "44123456789012"
@@ -272,3 +273,62 @@ async def test_uninstalling_forgets_the_refresh_token_too(
     gone = await stored()
     assert gone.access_token_encrypted is None and gone.refresh_token_encrypted is None
     assert gone.token_expires_at is None and gone.refresh_token_expires_at is None
+
+
+async def test_a_stores_own_app_connects_with_its_client_credentials(
+    standin: ShopifyStandin,
+) -> None:
+    add_store(standin)
+    client_id, secret = standin.add_own_app(DOMAIN)
+
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", DOMAIN,
+        "--client-id", client_id, "--client-secret", secret, env=at_standin(),
+    )  # fmt: skip
+
+    assert code == 0, output
+    assert f"connected {DOMAIN} (Nordic Wool: SEK" in output
+    shop = await stored()
+    assert shop.client_id == client_id and shop.refresh_token_encrypted is None
+    assert webhook_secret(shop) == secret  # the app's client secret signs its webhooks
+    assert shop.token_expires_at
+    assert timedelta(hours=23) < shop.token_expires_at - utcnow() <= timedelta(hours=24)
+
+
+async def test_client_credentials_shopify_refuses_store_nothing(standin: ShopifyStandin) -> None:
+    add_store(standin)
+    client_id, _ = standin.add_own_app(DOMAIN)
+
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", DOMAIN,
+        "--client-id", client_id, "--client-secret", "shpss_mistyped", env=at_standin(),
+    )  # fmt: skip
+
+    assert code == 2, output
+    assert "Shopify refused the app's client credentials" in output and "invalid_client" in output
+    assert "Nothing was stored" in output and "shpss_mistyped" not in output
+    async with sessionmaker()() as session:
+        assert await shops.get_by_domain(session, "shopify", DOMAIN) is None
+
+
+async def test_a_stores_own_app_gets_a_new_token_when_one_runs_out(
+    standin: ShopifyStandin,
+) -> None:
+    add_store(standin)
+    sell_one_variant(standin)
+    client_id, secret = standin.add_own_app(DOMAIN)
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", DOMAIN,
+        "--client-id", client_id, "--client-secret", secret, env=at_standin(),
+    )  # fmt: skip
+    assert code == 0, output
+    shop = await set_expiry(await stored(), token_in=timedelta(seconds=-5))
+    first = shop.access_token_encrypted
+
+    assert await catalog.variant_details(shop, {VARIANT: None}) is not None
+    standin.expire_tokens(DOMAIN)  # and once more, refused by Shopify before Rebound's clock
+    assert await catalog.variant_details(await stored(), {VARIANT: None}) is not None
+
+    grants = [r["grant_type"] for r in standin.token_requests]
+    assert grants == ["client_credentials"] * 3  # connecting, then each renewal
+    assert (await stored()).access_token_encrypted not in (first, None)

@@ -27,6 +27,9 @@ class Shop(SQLModel, table=True):
     token_expires_at: datetime | None = None
     refresh_token_encrypted: str | None = None
     refresh_token_expires_at: datetime | None = None
+    # Shopify: the client id of the store's own app (made in the Dev Dashboard), whose client
+    # credentials (the secret is api_secret) get a new 24-hour token when one runs out.
+    client_id: str | None = Field(default=None, max_length=255)
     # The shop's own mail transport URL (MAIL_TRANSPORT's forms), encrypted; None: the default.
     mail_transport_encrypted: str | None = None
     uninstalled_at: datetime | None = None

@@ -59,8 +59,10 @@ async def connect_shopify(
     api_secret: str | None,
     name: str | None = None,
     is_demo: bool = False,
+    client_id: str | None = None,
 ) -> Shop:
-    """Add a Shopify store, or update the credentials of one already added."""
+    """Add a Shopify store, or update the credentials of one already added. `client_id`: the
+    store's own app, whose client credentials (`api_secret` the secret) renew the token."""
     domain = check_shopify_credentials(domain, access_token, api_secret)
     shop = await repository.get_by_domain(session, "shopify", domain)
     if shop is None:
@@ -71,8 +73,10 @@ async def connect_shopify(
     shop.uninstalled_at = None  # a reinstall starts clean and keeps the merchant's flow settings
     shop.token_invalid_at = None
     shop.access_token_encrypted = security.encrypt(access_token.strip())
-    # A token given here does not expire (a custom app's); an install stores its expiry after.
+    # A token given here does not expire (an admin-made custom app's); an install, or a client
+    # credentials grant, stores its expiry after.
     shop.token_expires_at = shop.refresh_token_encrypted = shop.refresh_token_expires_at = None
+    shop.client_id = client_id
     shop.api_secret_encrypted = security.encrypt(api_secret) if api_secret else None
     forget_signers()
     if name:

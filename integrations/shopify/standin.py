@@ -63,6 +63,7 @@ NON_EXPIRING_REFUSED_BODY = {
 }
 ACCESS_TOKEN_TTL = 3600  # seconds: expiring offline tokens last an hour
 REFRESH_TOKEN_TTL = 7_776_000  # 90 days
+CLIENT_CREDENTIALS_TTL = 86_399  # a client credentials grant's token: 24 hours
 # OAuth 2.0 token-exchange identifiers (RFC 8693 names, not secrets).
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
@@ -452,6 +453,9 @@ class ShopifyStandin:
         # exchange (its answer lost) gets the same pair until the pair is refreshed.
         self._migrated: dict[str, dict[str, Any]] = {}
         self._codes: dict[str, str] = {}  # unused authorization code → shop domain
+        # Apps a store's own organization made in the Dev Dashboard and installed on it:
+        # client id → (client secret, shop domain), for the client credentials grant.
+        self._own_apps: dict[str, tuple[str, str]] = {}
         # Every POST to /admin/oauth/access_token: its grant_type (None: the code grant) and
         # subject_token_type, for tests counting refreshes.
         self.token_requests: list[dict[str, Any]] = []
@@ -525,6 +529,13 @@ class ShopifyStandin:
     def revoke(self, token: str) -> None:
         """The merchant uninstalled the app: the token answers 401 from now on."""
         self._tokens.pop(token, None)
+
+    def add_own_app(self, domain: str) -> tuple[str, str]:
+        """An app of the store's own organization, installed on it: its client id and secret,
+        which get 24-hour tokens by the client credentials grant."""
+        client_id, secret = secrets.token_hex(16), f"shpss_{secrets.token_hex(16)}"
+        self._own_apps[client_id] = (secret, domain)
+        return client_id, secret
 
     def expire_tokens(self, domain: str) -> None:
         """Every expiring access token of the shop is past its hour (its refresh tokens stay)."""
@@ -669,6 +680,8 @@ class ShopifyStandin:
             params = dict(await request.form())
         if not isinstance(params, dict):
             return _oauth_error(400, "invalid_request", "The request body is not valid.")
+        if params.get("grant_type") == "client_credentials":
+            return self._client_credentials(shop, params)
         if (
             params.get("client_id") != self.client_id
             or params.get("client_secret") != self.client_secret
@@ -726,6 +739,23 @@ class ShopifyStandin:
             "refresh_token": refresh,
             "refresh_token_expires_in": REFRESH_TOKEN_TTL,
         }
+
+    def _client_credentials(self, shop: StandinShop, params: dict[str, Any]) -> JSONResponse:
+        """grant_type=client_credentials: only an app of the store's own organization, installed
+        on it, gets a token (24 hours, no refresh token)."""
+        self.token_requests.append({"grant_type": "client_credentials", "subject_token_type": None})
+        own = self._own_apps.get(str(params.get("client_id")))
+        if own is None or own != (params.get("client_secret"), shop.domain):
+            return _oauth_error(401, "invalid_client", "Client credentials are invalid.")
+        token = self.token_for(shop.domain)
+        self._expires[token] = time.time() + CLIENT_CREDENTIALS_TTL
+        return JSONResponse(
+            {
+                "access_token": token,
+                "scope": ",".join(sorted(shop.scopes)),
+                "expires_in": CLIENT_CREDENTIALS_TTL,
+            }
+        )
 
     def _refreshed(self, shop: StandinShop, refresh: str) -> JSONResponse:
         """grant_type=refresh_token: a new pair. The used refresh token keeps working until the

@@ -5,8 +5,10 @@ ones from public apps (https://shopify.dev/docs/apps/build/authentication-author
 access-tokens/offline-access-tokens). An expiring token lasts an hour; its refresh token lasts
 90 days, and each refresh returns a new pair. Both install paths ask for expiring tokens;
 `admin_token` renews a token before it runs out, and moves a shop installed with a
-non-expiring token onto an expiring pair (token exchange, no merchant needed). A custom app's
-token (`rebound shops add shopify`, its own API secret) does not expire and is used as it is.
+non-expiring token onto an expiring pair (token exchange, no merchant needed). A store
+connected with its own app's client credentials (`rebound shops add shopify --client-id`, an
+app made in the Dev Dashboard) gets a new 24-hour token the same way when one runs out. An
+admin-made custom app's token (`--access-token`) does not expire and is used as it is.
 """
 
 import asyncio
@@ -76,12 +78,19 @@ class Grant:
 # --- the token endpoint --------------------------------------------------------------------
 
 
-async def _token_endpoint(shop_domain: str, params: dict[str, Any], what: str) -> Grant:
-    """POST /admin/oauth/access_token with the app's credentials; ShopifyApiError (with
-    Shopify's OAuth error code, e.g. invalid_grant) when it refuses."""
+async def _token_endpoint(
+    shop_domain: str,
+    params: dict[str, Any],
+    what: str,
+    credentials: dict[str, str] | None = None,
+) -> Grant:
+    """POST /admin/oauth/access_token with the app's credentials (this app's, or `credentials`
+    of the store's own); ShopifyApiError (with Shopify's OAuth error code, e.g. invalid_grant)
+    when it refuses."""
     _shop_name(shop_domain)
-    config = _app_config()
-    credentials = {"client_id": config["client_id"], "client_secret": config["client_secret"]}
+    if credentials is None:
+        config = _app_config()
+        credentials = {"client_id": config["client_id"], "client_secret": config["client_secret"]}
     now = utcnow()
     async with shopify_http_client() as client:
         response = await client.post(
@@ -169,6 +178,16 @@ async def migrate(shop_domain: str, non_expiring_token: str) -> Grant:
     return await _token_endpoint(shop_domain, params, "token migration")
 
 
+async def client_credentials(shop_domain: str, client_id: str, client_secret: str) -> Grant:
+    """Client credentials grant: the store's own app (Dev Dashboard, installed on a store of the
+    same organization) → a token for 24 hours, without a refresh token: asked again when it
+    runs out. https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/client-credentials-grant
+    """
+    credentials = {"client_id": client_id, "client_secret": client_secret}
+    params = {"grant_type": "client_credentials"}
+    return await _token_endpoint(shop_domain, params, "client credentials grant", credentials)
+
+
 # --- keeping a shop's token usable ---------------------------------------------------------
 
 
@@ -209,8 +228,14 @@ def _renewing(shop_id: int) -> asyncio.Lock:
     return per_loop.setdefault(shop_id, asyncio.Lock())
 
 
+def _renewable(shop: Shop) -> bool:
+    """An expiring token Rebound can replace: by its refresh token, or by the store's own app's
+    client credentials."""
+    return bool(shop.refresh_token_encrypted or (shop.client_id and shop.api_secret_encrypted))
+
+
 def _needs_new(shop: Shop, force: bool) -> bool:
-    if shop.refresh_token_encrypted:
+    if _renewable(shop):
         expires = shop.token_expires_at
         return force or expires is None or expires - utcnow() < RENEW_AHEAD
     return (
@@ -253,12 +278,16 @@ async def admin_token(shop: Shop, *, force: bool = False) -> str:
 
 
 async def _renewal(shop: Shop) -> Grant | None:
-    """A refresh (expiring token) or a migration (non-expiring); None when Shopify refused the
-    migration, whose token is then used as it is."""
+    """A refresh or a client credentials grant (expiring token), or a migration (non-expiring);
+    None when Shopify refused the migration, whose token is then used as it is."""
     assert shop.id is not None and shop.access_token_encrypted
-    if shop.refresh_token_encrypted:
+    if _renewable(shop):
         try:
-            return await refresh(shop.domain, security.decrypt(shop.refresh_token_encrypted))
+            if shop.refresh_token_encrypted:
+                return await refresh(shop.domain, security.decrypt(shop.refresh_token_encrypted))
+            assert shop.client_id and shop.api_secret_encrypted
+            secret = security.decrypt(shop.api_secret_encrypted)
+            return await client_credentials(shop.domain, shop.client_id, secret)
         except ShopifyApiError as exc:
             if exc.status in (400, 401):  # invalid_grant: expired or revoked; invalid_client
                 raise ShopifyTokenRevoked(str(exc), status=401) from exc
@@ -289,7 +318,7 @@ async def with_admin_token(shop: Shop, call: Callable[[str], Awaitable[T]]) -> T
     try:
         return await call(token)
     except ShopifyTokenRevoked:
-        if not shop.refresh_token_encrypted:
+        if not _renewable(shop):
             raise
         return await call(await admin_token(shop, force=True))
 
