@@ -375,6 +375,26 @@ async def sent_email(shop: Shop, flow: str = "abandoned_cart", **send: Any) -> t
     return ids
 
 
+async def test_a_store_whose_events_stopped_is_told_so_after_the_inbox_purge(
+    server: httpx.AsyncClient, shop: Shop
+) -> None:
+    assert shop.id is not None
+    async with sessionmaker()() as session:  # an order once came; its webhook is purged since
+        session.add(
+            Order(
+                shop_id=shop.id, platform_id="1001", name="#1001", email="ada@example.com",
+                currency="USD", total_price="129.00", placed_at=utcnow() - timedelta(days=40),
+            )
+        )  # fmt: skip
+        await session.commit()
+    sign_in(server, shop)
+
+    connection = " ".join((await page(server, "/admin")).text("li"))
+
+    assert "Your store has sent no events in the last 30 days" in connection
+    assert "sent no events yet" not in connection
+
+
 async def test_the_overview_shows_revenue_per_flow_with_charts_once_emails_earn(
     server: httpx.AsyncClient, shop: Shop
 ) -> None:

@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from app.admin import charts, display, figures
 from app.api.auth import SESSION_COOKIE, PageShop, csrf_token
+from app.commerce import repository as commerce
 from app.db import SessionDep, utcnow
 from app.inbox import repository as inbox
 from app.inbox.models import InboxStatus
@@ -195,16 +196,22 @@ class Connection:
     token_refused: bool
     last_event: str  # when the store last sent a webhook, in the shop's time, or ""
     failed_events: int
+    # No webhook kept (INBOX_KEEP_DAYS) though the store sent checkouts or orders before:
+    # its webhooks may no longer reach Rebound.
+    quiet_days: int | None = None
 
 
 async def _connection(session: SessionDep, shop: Shop) -> Connection:
     assert shop.id is not None
+    last_event = _local(await inbox.last_received_at(session, shop.id), shop)
+    went_quiet = not last_event and await commerce.has_any(session, shop.id)
     return Connection(
         platform="Shopify" if shop.platform == "shopify" else "WooCommerce",
         connected=shop.access_token_encrypted is not None,
         token_refused=shop.token_invalid_at is not None,
-        last_event=_local(await inbox.last_received_at(session, shop.id), shop),
+        last_event=last_event,
         failed_events=await inbox.count_with_status(session, shop.id, InboxStatus.FAILED),
+        quiet_days=get_settings().inbox_keep_days if went_quiet else None,
     )
 
 

@@ -70,6 +70,15 @@ async def upsert_checkout(session: AsyncSession, shop_id: int, event: CheckoutCh
     return checkout
 
 
+async def has_any(session: AsyncSession, shop_id: int) -> bool:
+    """Whether the shop ever sent a checkout or an order (kept after its webhooks are purged)."""
+    checkout = select(Checkout.id).where(Checkout.shop_id == shop_id).limit(1)
+    if (await session.exec(checkout)).first() is not None:
+        return True
+    order = select(Order.id).where(Order.shop_id == shop_id).limit(1)
+    return (await session.exec(order)).first() is not None
+
+
 async def get_checkout(session: AsyncSession, shop_id: int, checkout_id: int) -> Checkout | None:
     query = select(Checkout).where(Checkout.shop_id == shop_id, Checkout.id == checkout_id)
     return (await session.exec(query)).first()
