@@ -222,9 +222,12 @@ def shops_add(
     ] = None,
     name: Annotated[str | None, typer.Option(help="The store's name in emails")] = None,
 ) -> None:
-    """Connect a store with credentials made in its admin (no OAuth)."""
+    """Connect a store with credentials made for it (no OAuth): Shopify, its own app's client
+    credentials or an admin-made custom app's token; WooCommerce, REST API keys."""
     try:
-        if platform == Platform.shopify and client_id is not None:
+        if (client_id or client_secret) and (access_token or api_secret):
+            raise ShopError("pass --client-id and --client-secret, or --access-token, not both")
+        if platform == Platform.shopify and (client_id or client_secret):
             message = _run(lambda: _add_shopify_app(domain, client_id, client_secret, name))
         elif platform == Platform.shopify:
             message = _run(lambda: _add_shopify(domain, access_token, api_secret, name))
@@ -271,7 +274,7 @@ def _connected(shop: Shop) -> str:
 
 
 async def _add_shopify_app(
-    domain: str | None, client_id: str, client_secret: str | None, name: str | None
+    domain: str | None, client_id: str | None, client_secret: str | None, name: str | None
 ) -> str:
     """A store connected with its own app's client credentials: Shopify's way for an app made
     in the Dev Dashboard (admin-made custom apps can't be created since 2026). The client
@@ -279,7 +282,7 @@ async def _add_shopify_app(
     from integrations.shopify import tokens
     from integrations.shopify.install import keep_shop_settings
 
-    if not domain or not client_id.strip() or not client_secret:
+    if not domain or not client_id or not client_id.strip() or not client_secret:
         raise ShopError("a Shopify app needs --domain, --client-id and --client-secret")
     domain = check_shopify_credentials(domain, client_id, client_secret)
     try:

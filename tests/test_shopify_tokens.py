@@ -332,3 +332,18 @@ async def test_a_stores_own_app_gets_a_new_token_when_one_runs_out(
     grants = [r["grant_type"] for r in standin.token_requests]
     assert grants == ["client_credentials"] * 3  # connecting, then each renewal
     assert (await stored()).access_token_encrypted not in (first, None)
+
+
+async def test_client_credentials_and_a_token_together_are_refused(
+    standin: ShopifyStandin,
+) -> None:
+    add_store(standin)
+    client_id, secret = standin.add_own_app(DOMAIN)
+
+    code, output = await rebound(
+        "shops", "add", "shopify", "--domain", DOMAIN, "--client-id", client_id,
+        "--client-secret", secret, "--access-token", "shpat_x", env=at_standin(),
+    )  # fmt: skip
+
+    assert code == 2 and "not both" in output, output
+    assert standin.token_requests == []
