@@ -7,14 +7,17 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from app import security
 from app.db import sessionmaker, utcnow
+from app.settings import get_settings
 from app.shops import repository as shops
 from app.shops.models import Shop
 from app.shops.service import connect_shopify, uninstall, webhook_secret
 from integrations.shopify import catalog, tokens
 from integrations.shopify.standin import ShopifyStandin
+from tests.conftest import _free_port
 from tests.test_cli import at_standin, rebound
 from tests.test_shopify_install import DOMAIN, add_store, callback, started_state
 
@@ -347,3 +350,20 @@ async def test_client_credentials_and_a_token_together_are_refused(
 
     assert code == 2 and "not both" in output, output
     assert standin.token_requests == []
+
+
+async def test_a_renewal_shopify_cannot_answer_leaves_the_token_for_the_next_try(
+    server: httpx.AsyncClient, standin: ShopifyStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = await set_expiry(await installed(server, standin), token_in=timedelta(seconds=-5))
+    settings = get_settings()
+    reachable = settings.shopify_api_origin
+    monkeypatch.setattr(settings, "shopify_api_origin", f"http://127.0.0.1:{_free_port()}")
+
+    # The email goes with the checkout's own data; nothing is marked, nothing lost.
+    assert await catalog.variant_details(shop, {VARIANT: None}) is None
+    assert (await stored()).token_invalid_at is None and shop.token_invalid_at is None
+
+    monkeypatch.setattr(settings, "shopify_api_origin", reachable)
+    assert await catalog.variant_details(await stored(), {VARIANT: None}) is not None
+    assert refreshes(standin) == 1

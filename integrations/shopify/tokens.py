@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import httpx
 import shopify_app
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -92,12 +93,15 @@ async def _token_endpoint(
         config = _app_config()
         credentials = {"client_id": config["client_id"], "client_secret": config["client_secret"]}
     now = utcnow()
-    async with shopify_http_client() as client:
-        response = await client.post(
-            f"https://{shop_domain}/admin/oauth/access_token",
-            json=credentials | params,
-            headers={"Accept": "application/json"},
-        )
+    try:
+        async with shopify_http_client() as client:
+            response = await client.post(
+                f"https://{shop_domain}/admin/oauth/access_token",
+                json=credentials | params,
+                headers={"Accept": "application/json"},
+            )
+    except httpx.HTTPError as exc:  # Shopify unreachable: as the Admin API's own failures
+        raise ShopifyApiError(f"{shop_domain}: {what} failed: {type(exc).__name__}") from exc
     try:
         body = response.json()
     except json.JSONDecodeError:
