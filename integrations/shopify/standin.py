@@ -680,7 +680,11 @@ class ShopifyStandin:
             params = dict(await request.form())
         if not isinstance(params, dict):
             return _oauth_error(400, "invalid_request", "The request body is not valid.")
-        if params.get("grant_type") == "client_credentials":
+        grant = params.get("grant_type")
+        self.token_requests.append(
+            {"grant_type": grant, "subject_token_type": params.get("subject_token_type")}
+        )
+        if grant == "client_credentials":
             return self._client_credentials(shop, params)
         if (
             params.get("client_id") != self.client_id
@@ -688,10 +692,6 @@ class ShopifyStandin:
         ):
             return _oauth_error(401, "invalid_client", "Client credentials are invalid.")
 
-        grant = params.get("grant_type")
-        self.token_requests.append(
-            {"grant_type": grant, "subject_token_type": params.get("subject_token_type")}
-        )
         if grant == "refresh_token":
             return self._refreshed(shop, str(params.get("refresh_token", "")))
         if grant == TOKEN_EXCHANGE_GRANT:
@@ -743,7 +743,6 @@ class ShopifyStandin:
     def _client_credentials(self, shop: StandinShop, params: dict[str, Any]) -> JSONResponse:
         """grant_type=client_credentials: only an app of the store's own organization, installed
         on it, gets a token (24 hours, no refresh token)."""
-        self.token_requests.append({"grant_type": "client_credentials", "subject_token_type": None})
         own = self._own_apps.get(str(params.get("client_id")))
         if own is None or own != (params.get("client_secret"), shop.domain):
             return _oauth_error(401, "invalid_client", "Client credentials are invalid.")
