@@ -278,16 +278,21 @@ async def test_uninstalling_forgets_the_refresh_token_too(
     assert gone.token_expires_at is None and gone.refresh_token_expires_at is None
 
 
+async def add_by_cli(client_id: str, secret: str) -> tuple[int, str]:
+    """`rebound shops add shopify` with the store's own app's client credentials."""
+    return await rebound(
+        "shops", "add", "shopify", "--domain", DOMAIN,
+        "--client-id", client_id, "--client-secret", secret, env=at_standin(),
+    )  # fmt: skip
+
+
 async def test_a_stores_own_app_connects_with_its_client_credentials(
     standin: ShopifyStandin,
 ) -> None:
     add_store(standin)
     client_id, secret = standin.add_own_app(DOMAIN)
 
-    code, output = await rebound(
-        "shops", "add", "shopify", "--domain", DOMAIN,
-        "--client-id", client_id, "--client-secret", secret, env=at_standin(),
-    )  # fmt: skip
+    code, output = await add_by_cli(client_id, secret)
 
     assert code == 0, output
     assert f"connected {DOMAIN} (Nordic Wool: SEK" in output
@@ -302,10 +307,7 @@ async def test_client_credentials_shopify_refuses_store_nothing(standin: Shopify
     add_store(standin)
     client_id, _ = standin.add_own_app(DOMAIN)
 
-    code, output = await rebound(
-        "shops", "add", "shopify", "--domain", DOMAIN,
-        "--client-id", client_id, "--client-secret", "shpss_mistyped", env=at_standin(),
-    )  # fmt: skip
+    code, output = await add_by_cli(client_id, "shpss_mistyped")
 
     assert code == 2, output
     assert "Shopify refused the app's client credentials" in output and "invalid_client" in output
@@ -320,10 +322,7 @@ async def test_a_stores_own_app_gets_a_new_token_when_one_runs_out(
     add_store(standin)
     sell_one_variant(standin)
     client_id, secret = standin.add_own_app(DOMAIN)
-    code, output = await rebound(
-        "shops", "add", "shopify", "--domain", DOMAIN,
-        "--client-id", client_id, "--client-secret", secret, env=at_standin(),
-    )  # fmt: skip
+    code, output = await add_by_cli(client_id, secret)
     assert code == 0, output
     shop = await set_expiry(await stored(), token_in=timedelta(seconds=-5))
     first = shop.access_token_encrypted
