@@ -33,6 +33,7 @@ from flows import service as flows_service
 from flows.definitions import FLOW_NAMES
 from flows.service import FlowSettingError, format_duration, parse_duration
 from integrations.shopify import admin as shopify_admin
+from integrations.shopify import tokens
 from integrations.woocommerce import api as woocommerce_api
 from integrations.woocommerce.connect import create_webhooks, read_store_settings
 
@@ -243,34 +244,12 @@ def shops_add(
 async def _add_shopify(
     domain: str | None, access_token: str | None, api_secret: str | None, name: str | None
 ) -> str:
-    # The install module brings the web routes with it: imported only when a store is added.
-    from integrations.shopify.install import keep_shop_settings
-
+    """A store connected with an admin-made custom app's fixed token."""
     if not domain or not access_token:
         raise ShopError("a Shopify store needs --domain and --access-token")
     domain = check_shopify_credentials(domain, access_token, api_secret)
-    # Asked before anything is stored: a token Shopify refuses leaves no shop behind.
-    info = await _shopify_shop(domain, access_token)
-    async with sessionmaker()() as session:
-        shop = await connect_shopify(
-            session,
-            domain=domain,
-            access_token=access_token,
-            api_secret=api_secret,
-            name=name or info.name,
-        )
-        keep_shop_settings(shop, info)
-        await session.commit()
-    return _connected(shop)
-
-
-def _connected(shop: Shop) -> str:
-    url = get_settings().public_url
-    learned = ", ".join(filter(None, (shop.currency, shop.timezone, shop.country_code)))
-    return (
-        f"connected {shop.domain} ({shop.name}: {learned}). "
-        f"In Shopify, send its webhooks to {url}/webhooks/shopify"
-    )
+    grant = tokens.Grant(access_token.strip())  # such a token does not expire
+    return await _keep_shopify(domain, grant, api_secret, name)
 
 
 async def _add_shopify_app(
@@ -279,9 +258,6 @@ async def _add_shopify_app(
     """A store connected with its own app's client credentials: Shopify's way for an app made
     in the Dev Dashboard (admin-made custom apps can't be created since 2026). The client
     secret also signs the app's webhooks."""
-    from integrations.shopify import tokens
-    from integrations.shopify.install import keep_shop_settings
-
     if not domain or not client_id or not client_id.strip() or not client_secret:
         raise ShopError("a Shopify app needs --domain, --client-id and --client-secret")
     domain = check_shopify_credentials(domain, client_id, client_secret)
@@ -292,20 +268,39 @@ async def _add_shopify_app(
             f"Shopify refused the app's client credentials for {domain}: {exc}. Check the client "
             "id and secret, and that the app is installed on this store. Nothing was stored."
         ) from exc
+    return await _keep_shopify(domain, grant, client_secret, name, client_id.strip())
+
+
+async def _keep_shopify(
+    domain: str,
+    grant: tokens.Grant,
+    api_secret: str | None,
+    name: str | None,
+    client_id: str | None = None,
+) -> str:
+    """Read the store with the token, then store it: a token Shopify refuses leaves no shop."""
+    # The install module brings the web routes with it: imported only when a store is added.
+    from integrations.shopify.install import keep_shop_settings
+
     info = await _shopify_shop(domain, grant.access_token)
     async with sessionmaker()() as session:
         shop = await connect_shopify(
             session,
             domain=domain,
             access_token=grant.access_token,
-            api_secret=client_secret,
+            api_secret=api_secret,
             name=name or info.name,
-            client_id=client_id.strip(),
+            client_id=client_id,
         )
         tokens.keep_grant(shop, grant)
         keep_shop_settings(shop, info)
         await session.commit()
-    return _connected(shop)
+    url = get_settings().public_url
+    learned = ", ".join(filter(None, (shop.currency, shop.timezone, shop.country_code)))
+    return (
+        f"connected {shop.domain} ({shop.name}: {learned}). "
+        f"In Shopify, send its webhooks to {url}/webhooks/shopify"
+    )
 
 
 async def _shopify_shop(domain: str, access_token: str) -> shopify_admin.ShopInfo:
