@@ -81,6 +81,19 @@ def sessionmaker() -> async_sessionmaker[AsyncSession]:
     return _sessions
 
 
+@contextlib.asynccontextmanager
+async def pinned_session() -> AsyncIterator[AsyncSession]:
+    """A session that keeps one connection through all its transactions. A step commits three
+    times (the claim before the message leaves, the hand-off mark, the outcome); a plain
+    session hands its connection back after each commit and checks one out for the next, and
+    every check-out pings the server first (pool_pre_ping) and every check-in resets."""
+    async with (
+        get_engine().connect() as connection,
+        AsyncSession(bind=connection, expire_on_commit=False) as session,
+    ):
+        yield session
+
+
 async def dispose_engine() -> None:
     global _engine, _sessions
     if _engine is not None:

@@ -70,6 +70,7 @@ class Subject:
     snapshot: dict[str, Any] | None = None
     # Opt-outs already asked about during this step: the exit and marketing checks share them.
     unsubscribed: dict[str, bool] = field(default_factory=dict)
+    facts: repository.StepFacts | None = None  # read with the step's rows
 
     name: str = ABANDONED_CART  # the flow's name, even when the flow row is gone
 
@@ -362,24 +363,27 @@ def _enrolled(jobs: Jobs, enrollment: Enrollment) -> None:
 async def load_subject(
     session: AsyncSession,
     enrollment: Enrollment,
-    loaded: tuple[Shop, Flow | None, Checkout | None] | None = None,
+    loaded: repository.StepRows | None = None,
 ) -> Subject:
-    """What the enrollment is about; `loaded`: its shop, flow and cart, read already with it
+    """What the enrollment is about; `loaded`: its rows, read already with it
     (repository.step_rows)."""
     if loaded is None:
-        shop = await shops.get(session, enrollment.shop_id)
-        assert shop is not None
+        found = await shops.get(session, enrollment.shop_id)
+        assert found is not None
+        shop, facts = found, None
         flow = await repository.get_flow(session, shop.id or 0, enrollment.flow)
         checkout = None
         if enrollment.checkout_id is not None:
             checkout = await commerce.get_checkout(
                 session, enrollment.shop_id, enrollment.checkout_id
             )
-        loaded = shop, flow, checkout
-    shop, flow, checkout = loaded
+    else:
+        shop, flow, checkout, facts = loaded.shop, loaded.flow, loaded.checkout, loaded.facts
     subject = Subject(
         shop, flow, checkout, snapshot=enrollment.context.get("settings"), name=enrollment.flow
     )
+    if facts is not None and commerce.normalize_email(enrollment.email) == enrollment.email:
+        subject.facts = facts  # asked of the stored address: the same answers only then
     if enrollment.order_id is not None:
         subject.order = await commerce.get_order_by_id(
             session, enrollment.shop_id, enrollment.order_id
@@ -503,12 +507,12 @@ async def run_step(
 ) -> str:
     """Run one due step at most once. Commits: the claim is durable before the message leaves."""
     rows = await repository.step_rows(session, enrollment_id)
-    if rows is None or rows[0].status != EnrollmentStatus.ACTIVE:
+    if rows is None or rows.enrollment.status != EnrollmentStatus.ACTIVE:
         return "not active"
-    enrollment = rows[0]
+    enrollment = rows.enrollment
     if enrollment.next_step != step or enrollment.due_at is None or enrollment.due_at > utcnow():
         return "not due"
-    subject = await load_subject(session, enrollment, rows[1:])
+    subject = await load_subject(session, enrollment, rows)
     reason = await _exit_reason(session, enrollment, subject)
     if reason:
         exit_enrollment(enrollment, reason)
@@ -533,10 +537,7 @@ async def run_step(
         return await _finish(session, jobs, enrollment, subject, f"skipped: {skip}")
     # An A/B test on this step: the customer's variant, decided once; the holdout gets nothing,
     # so what the email adds over no email at all is measured.
-    chosen = await abtests.variant_for(
-        session, enrollment.shop_id, enrollment.flow, abtests.key_of_step(spec, step),
-        enrollment.email,
-    )  # fmt: skip
+    chosen = await _variant(session, enrollment, subject, abtests.key_of_step(spec, step))
     if chosen is not None and chosen[1] == abtests.HOLDOUT:
         note = f"A/B test {chosen[0].id}: holdout"
         await repository.record_skip(session, enrollment, step, note, abtests.HOLDOUT)
@@ -704,8 +705,11 @@ async def _exit_reason(
         return "uninstalled"
     if subject.flow is None or not subject.flow.enabled:
         return "flow_disabled"
-    suppressed, unsubscribed = await mail_repository.opted_out(
-        session, enrollment.shop_id, enrollment.email
+    facts = subject.facts
+    suppressed, unsubscribed = (
+        (facts.suppressed, facts.unsubscribed)
+        if facts is not None
+        else await mail_repository.opted_out(session, enrollment.shop_id, enrollment.email)
     )
     subject.unsubscribed.setdefault(enrollment.email, unsubscribed)
     if suppressed:
@@ -715,7 +719,7 @@ async def _exit_reason(
         if subject.checkout is None:
             return "gone"
         return await _checkout_exit(
-            session, subject.checkout, subject.settings, subject.unsubscribed
+            session, subject.checkout, subject.settings, subject.unsubscribed, facts
         )
     if trigger == "order":
         order = subject.order
@@ -743,13 +747,16 @@ async def _checkout_exit(
     checkout: Checkout,
     settings: dict[str, Any],
     unsubscribed: dict[str, bool] | None = None,
+    facts: repository.StepFacts | None = None,
 ) -> str | None:
     """Why a cart needs no (more) reminders. `exit_on_order` off: only an order from this very
-    cart ends them, not one the customer placed some other way."""
+    cart ends them, not one the customer placed some other way. `facts`: read with the step."""
     by_customer = bool(settings["exit_on_order"])
-    if checkout.completed_at or await commerce.checkout_settled(
-        session, checkout, by_customer=by_customer
-    ):
+    if facts is not None:
+        settled = facts.ordered_from_cart or (by_customer and facts.ordered_since_cart)
+    else:
+        settled = await commerce.checkout_settled(session, checkout, by_customer=by_customer)
+    if checkout.completed_at or settled:
         return "purchased"
     if checkout.closed_at:
         return "checkout_closed"
@@ -774,6 +781,16 @@ async def _unsubscribed(
     if email not in asked:
         asked[email] = await mail_repository.is_unsubscribed(session, shop_id, email)
     return asked[email]
+
+
+async def _variant(
+    session: AsyncSession, enrollment: Enrollment, subject: Subject, step_key: str
+) -> tuple[AbTest, str] | None:
+    if subject.facts is not None and not subject.facts.testing:
+        return None  # no test runs on any step of the flow: nothing to ask
+    return await abtests.variant_for(
+        session, enrollment.shop_id, enrollment.flow, step_key, enrollment.email
+    )
 
 
 async def _skip_reason(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from arq import Retry
 from arq.connections import ArqRedis
 
-from app.db import sessionmaker, utcnow
+from app.db import pinned_session, sessionmaker, utcnow
 from app.inbox import repository as inbox
 from app.inbox.tasks import ingest_job_id
 from app.queue import Jobs
@@ -24,7 +24,7 @@ async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str
     assert isinstance(redis, ArqRedis)
     jobs = Jobs()
     try:
-        async with sessionmaker()() as session:
+        async with pinned_session() as session:
             outcome = await engine.run_step(session, jobs, transport, enrollment_id, step)  # type: ignore[arg-type]
     except Exception as exc:
         tries = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
