@@ -12,7 +12,7 @@ from app.inbox.tasks import ingest, purge_inbox
 from app.mail.transport import close_transports, transport_for
 from app.redis import redis_settings
 from app.settings import get_settings
-from flows.tasks import run_step, sweep, winback_scan
+from flows.tasks import StepBatches, run_step, sweep, winback_scan
 from integrations.shopify.tokens import renew_tokens
 from integrations.woocommerce.connect import set_up_store
 
@@ -21,6 +21,7 @@ log = logging.getLogger("rebound.worker")
 
 async def _startup(ctx: dict[str, Any]) -> None:
     ctx["transport"] = transport_for(get_settings())
+    StepBatches.of(ctx)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The flow interpreter: events enroll and end enrollments; due steps claim, compose and send.
 It reads flows as data (flows/definitions.py); nothing here knows a platform."""
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -8,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import integrations
@@ -499,14 +501,102 @@ def schedule(jobs: Jobs, enrollment: Enrollment) -> None:
     )
 
 
-# --- running a step --------------------------------------------------------------------------
+# --- running steps ---------------------------------------------------------------------------
+
+Outcome = str | Exception  # what became of a step; an exception means "retry it"
+# Messages of a batch in flight at once: as many as the worker ran jobs before batches, so a
+# mail server sees no more connections from it than then (a transport keeps one per message
+# in flight).
+DELIVERIES_AT_ONCE = 10
+
+
+@dataclass
+class _Ready:
+    """A step that passed every check, with what its email is made of, waiting for its claim."""
+
+    enrollment: Enrollment
+    subject: Subject
+    spec: dict[str, Any]
+    chosen: tuple[AbTest, str] | None
+    content: "Content"
+    send: Send | None = None
+    message: EmailMessage | None = None
 
 
 async def run_step(
     session: AsyncSession, jobs: Jobs, transport: Transport, enrollment_id: int, step: int
 ) -> str:
     """Run one due step at most once. Commits: the claim is durable before the message leaves."""
-    rows = await repository.step_rows(session, enrollment_id)
+    (outcome,) = await run_steps(session, jobs, transport, [(enrollment_id, step)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def run_steps(
+    session: AsyncSession, jobs: Jobs, transport: Transport, due: list[tuple[int, int]]
+) -> list[Outcome]:
+    """Run due steps (enrollment id, step), each at most once, sharing their round trips: one
+    read of their rows, one transaction for their claims, hand-off marks of messages leaving
+    together committed together, one transaction for their outcomes. As for one step, every
+    claim is durable before any message leaves and each mark before its own message's DATA.
+    A step that fails alone gets its exception as its outcome (its claim released, so a retry
+    sends it); a database error fails the batch (its claims recovered by the sweeper)."""
+    first: dict[int, int] = {}  # an enrollment's first step in the batch; any other waits
+    for index, (enrollment_id, _) in enumerate(due):
+        first.setdefault(enrollment_id, index)
+    now = [index for index, (enrollment_id, _) in enumerate(due) if first[enrollment_id] == index]
+    later = sorted(set(range(len(due))) - set(now))
+    outcomes = await _run_distinct(session, jobs, transport, [due[index] for index in now])
+    by_index = dict(zip(now, outcomes, strict=True))
+    if later:
+        outcomes = await run_steps(session, jobs, transport, [due[index] for index in later])
+        by_index.update(zip(later, outcomes, strict=True))
+    return [by_index[index] for index in range(len(due))]
+
+
+async def _run_distinct(
+    session: AsyncSession, jobs: Jobs, transport: Transport, due: list[tuple[int, int]]
+) -> list[Outcome]:
+    outcomes: dict[int, Outcome] = {}
+    rows = await repository.step_rows(session, [enrollment_id for enrollment_id, _ in due])
+    checked: dict[int, Subject] = {}
+    for index, (enrollment_id, step) in enumerate(due):
+        verdict = await _check(session, transport, rows.get(enrollment_id), step)
+        if isinstance(verdict, Subject):
+            checked[index] = verdict
+        else:
+            outcomes[index] = verdict
+    if "claim released" in outcomes.values():
+        # The alert's hand-off may have rolled back, which expires every row: read them again.
+        rows = await repository.step_rows(session, [due[index][0] for index in checked])
+        for index in list(checked):
+            again = rows.get(due[index][0])
+            if again is None:  # erased meanwhile
+                outcomes[index] = "not active"
+                del checked[index]
+            else:
+                checked[index] = await load_subject(session, again.enrollment, again)
+    ready: dict[int, _Ready] = {}
+    for index, subject in checked.items():
+        try:
+            prepared = await _prepare(session, jobs, subject, rows[due[index][0]].enrollment)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # the store's API, say: nothing was written, try again later
+            prepared = exc
+        if isinstance(prepared, _Ready):
+            ready[index] = prepared
+        else:
+            outcomes[index] = prepared
+    outcomes.update(await _send_all(session, jobs, transport, ready))
+    return [outcomes[index] for index in range(len(due))]
+
+
+async def _check(
+    session: AsyncSession, transport: Transport, rows: repository.StepRows | None, step: int
+) -> str | Subject:
+    """The step's subject when it is still to run; else why not. Commits an exit."""
     if rows is None or rows.enrollment.status != EnrollmentStatus.ACTIVE:
         return "not active"
     enrollment = rows.enrollment
@@ -524,9 +614,18 @@ async def run_step(
         try:
             await _alert(session, transport, enrollment, subject)
         except ClaimReleased:
-            # The sweeper took the alert's claim back (this run looked abandoned): the session
-            # was rolled back, so this run stops here; the step stays due for the next one.
+            # The sweeper took the alert's claim back (this run looked abandoned): this run
+            # stops here; the step stays due for the next one.
             return "claim released"
+    return subject
+
+
+async def _prepare(
+    session: AsyncSession, jobs: Jobs, subject: Subject, enrollment: Enrollment
+) -> Outcome | _Ready:
+    """The step's conditions, A/B variant, sending window and content: what it sends, or why it
+    sends nothing now (committed)."""
+    step = enrollment.next_step or 0
     spec = enrollment.steps[step]
     if spec.get("action"):
         outcome = await _run_action(session, enrollment, spec["action"])
@@ -544,6 +643,7 @@ async def run_step(
         return await _finish(session, jobs, enrollment, subject, "skipped: A/B holdout")
     if chosen is not None:
         spec = abtests.variant_step(spec, *chosen)
+        await session.commit()  # the assignment stands whatever becomes of the batch
     if spec.get("marketing", True):
         wait = await _sending_window(session, enrollment, subject.shop)
         if wait is not None:
@@ -551,29 +651,6 @@ async def run_step(
             await session.commit()
             schedule(jobs, enrollment)
             return f"deferred: {wait[0]}"
-    return await _send(session, jobs, transport, enrollment, subject, spec, chosen)
-
-
-async def _finish(
-    session: AsyncSession, jobs: Jobs, enrollment: Enrollment, subject: Subject, outcome: str
-) -> str:
-    enrollment.next_step = (enrollment.next_step or 0) + 1
-    await plan(session, enrollment, subject)
-    await session.commit()
-    schedule(jobs, enrollment)
-    return outcome
-
-
-async def _send(
-    session: AsyncSession,
-    jobs: Jobs,
-    transport: Transport,
-    enrollment: Enrollment,
-    subject: Subject,
-    spec: dict[str, Any],
-    chosen: tuple[AbTest, str] | None = None,
-) -> str:
-    step, enrollment_id = enrollment.next_step or 0, enrollment.id
     content = await _content(session, enrollment, subject, spec)
     if isinstance(content, str):  # nothing worth sending: an exit or a skip
         if content == "sold_out":
@@ -582,77 +659,158 @@ async def _send(
             return f"exited: {content}"
         await repository.record_skip(session, enrollment, step, content)
         return await _finish(session, jobs, enrollment, subject, f"skipped: {content}")
+    return _Ready(enrollment, subject, spec, chosen, content)
 
-    send = await repository.claim_send(
-        session, enrollment, step, marketing=bool(spec.get("marketing", True))
-    )
-    if send is None:
-        return "claimed before"
-    if chosen is not None:
-        await abtests.record_send(session, chosen[0], chosen[1], send)
+
+async def _send_all(
+    session: AsyncSession, jobs: Jobs, transport: Transport, ready: dict[int, _Ready]
+) -> dict[int, Outcome]:
+    """Claim the ready steps' emails (one commit), compose them, hand them off side by side and
+    record what became of each (one commit)."""
+    outcomes: dict[int, Outcome] = {}
+    wanted = [
+        (r.enrollment, r.enrollment.next_step or 0, bool(r.spec.get("marketing", True)))
+        for r in ready.values()
+    ]
+    claims = await repository.claim_sends(session, wanted)
+    for index, r in list(ready.items()):
+        r.send = claims.get((r.enrollment.id or 0, r.enrollment.next_step or 0))
+        if r.send is None:
+            outcomes[index] = "claimed before"
+            del ready[index]
+        elif r.chosen is not None:
+            await abtests.record_send(session, r.chosen[0], r.chosen[1], r.send)
     await session.commit()
+    for index, r in list(ready.items()):
+        assert r.send is not None
+        try:
+            discount = await _offer(session, r.subject, r.enrollment, r.send, r.spec)
+            r.message = _compose(r.enrollment, r.subject, r.send, r.spec, r.content, discount)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # the store or composing failed: release the claim for a retry
+            await session.delete(r.send)
+            outcomes[index] = exc
+            del ready[index]
+    await session.commit()  # the offers made and the claims released, before anything leaves
+    marks, lanes = _Marks(session), asyncio.Semaphore(DELIVERIES_AT_ONCE)
 
-    try:
-        discount = await _offer(session, subject, enrollment, send, spec)
-        message = _compose(enrollment, subject, send, spec, content, discount)
-        await _hand_off(session, transport, subject.shop, message, send)
-    except ClaimReleased:
+    async def deliver(r: _Ready) -> None:
+        async with lanes:
+            await _hand_off(transport, r.subject.shop, r.message, marks.handoff(r.send, r.message))
+
+    delivered = await asyncio.gather(*map(deliver, ready.values()), return_exceptions=True)
+    for (index, r), result in zip(ready.items(), delivered, strict=True):
+        outcomes[index] = await _record(session, jobs, r, result)
+    await session.commit()
+    return outcomes
+
+
+async def _record(
+    session: AsyncSession, jobs: Jobs, ready: _Ready, result: BaseException | None
+) -> Outcome:
+    """What became of a hand-off, on its send and its enrollment (committed by the caller)."""
+    enrollment, send = ready.enrollment, ready.send
+    assert send is not None
+    step = send.step
+    if isinstance(result, ClaimReleased):
         # The sweeper took the claim back (it looked abandoned) before anything left: whoever
         # claims the step next sends it.
-        log.warning("claim on step %s of enrollment %s was released", step, enrollment_id)
+        log.warning("claim on step %s of enrollment %s was released", step, enrollment.id)
         return "claim released"
-    except UncertainDelivery as exc:
+    if isinstance(result, UncertainDelivery):
         send.status = SendStatus.UNKNOWN
-        send.error = str(exc)
+        send.error = str(result)
         log.warning("step %s of enrollment %s: delivery unknown", step, enrollment.id)
-        return await _finish(session, jobs, enrollment, subject, "unknown")
-    except PermanentDeliveryError as exc:
+        return await _advance(session, jobs, enrollment, ready.subject, "unknown")
+    if isinstance(result, PermanentDeliveryError):
         send.status = SendStatus.FAILED
-        send.error = str(exc)
-        if exc.recipient_refused:  # the address bounced: no flow of this shop tries it again
+        send.error = str(result)
+        if result.recipient_refused:  # the address bounced: no flow of this shop tries it again
             await mail_repository.add_suppression(
-                session, enrollment.shop_id, enrollment.email, "smtp_5xx", str(exc)
+                session, enrollment.shop_id, enrollment.email, "smtp_5xx", str(result)
             )
         exit_enrollment(enrollment, "undeliverable")
-        await session.commit()
-        return f"undeliverable: {exc}"
-    except Exception:
-        # Nothing left: the store, composing or the mail server failed before the hand-off, or
-        # the server answered the hand-off with a refusal. Release the claim so a retry sends it.
+        return f"undeliverable: {result}"
+    if isinstance(result, SQLAlchemyError):
+        raise result
+    if isinstance(result, Exception):
+        # Nothing left: the mail server failed before the hand-off, or answered it with a
+        # refusal. Release the claim so a retry sends it.
         await session.delete(send)
-        await session.commit()
-        raise
-
+        return result
+    if result is not None:
+        raise result  # a cancellation, say: not the step's to swallow
     send.status = SendStatus.SENT
     send.sent_at = utcnow()
     log.info("sent %s step %s (enrollment %s)", enrollment.flow, step + 1, enrollment.id)
-    return await _finish(session, jobs, enrollment, subject, "sent")
+    return await _advance(session, jobs, enrollment, ready.subject, "sent")
+
+
+async def _finish(
+    session: AsyncSession, jobs: Jobs, enrollment: Enrollment, subject: Subject, outcome: str
+) -> str:
+    await _advance(session, jobs, enrollment, subject, outcome)
+    await session.commit()
+    return outcome
+
+
+async def _advance(
+    session: AsyncSession, jobs: Jobs, enrollment: Enrollment, subject: Subject, outcome: str
+) -> str:
+    """On to the next step (the caller commits; its jobs are queued once the batch is done)."""
+    enrollment.next_step = (enrollment.next_step or 0) + 1
+    await plan(session, enrollment, subject)
+    schedule(jobs, enrollment)
+    return outcome
 
 
 class ClaimReleased(Exception):
     """The claim was released by the sweeper before its hand-off: this worker must not send."""
 
 
-async def _hand_off(
-    session: AsyncSession, transport: Transport, shop: Shop, message: EmailMessage, send: Send
-) -> None:
-    """Deliver through the shop's transport, marking the claim the moment the hand-off begins."""
+async def _hand_off(transport: Transport, shop: Shop, message: Any, handoff: Handoff) -> None:
+    """Deliver through the shop's transport; `handoff` marks the claim as the hand-off begins."""
     await transports.deliver(
-        transport_for_shop(shop, transport),
-        message,
-        shop_domain=shop.domain,
-        handoff=_handoff(session, send, message["Message-ID"]),
+        transport_for_shop(shop, transport), message, shop_domain=shop.domain, handoff=handoff
     )
 
 
-def _handoff(session: AsyncSession, send: Send, message_id: str | None) -> Handoff:
-    send_id = send.id  # read now: a rollback expires the row, and it may be gone
+class _Marks:
+    """Hand-off marks of messages leaving side by side, committed together: whoever asks while
+    a commit is under way waits for the next, which takes every mark asked for meanwhile. Each
+    message's mark is still durable before its own DATA."""
 
-    async def mark() -> None:
-        if not await repository.mark_handoff(session, send, message_id):
-            raise ClaimReleased(f"send {send_id}")
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.asked: list[tuple[Send, str | None, asyncio.Future[bool]]] = []
+        self.committing = asyncio.Lock()
 
-    return mark
+    def handoff(self, send: Send | None, message: EmailMessage | None) -> Handoff:
+        assert send is not None and message is not None
+        send_id, message_id = send.id, message["Message-ID"]
+
+        async def mark() -> None:
+            marked = asyncio.get_running_loop().create_future()
+            self.asked.append((send, message_id, marked))
+            async with self.committing:
+                if self.asked:
+                    await self._commit()
+            if not await marked:
+                raise ClaimReleased(f"send {send_id}")
+
+        return mark
+
+    async def _commit(self) -> None:
+        asked, self.asked = self.asked, []
+        try:
+            marked = await repository.mark_handoffs(self.session, [(s, m) for s, m, _ in asked])
+        except BaseException as exc:
+            for _, _, future in asked:
+                future.set_exception(exc)
+            raise
+        for send, _, future in asked:
+            future.set_result(send.id in marked)
 
 
 async def recover_claim(session: AsyncSession, jobs: Jobs, send_id: int) -> str | None:
@@ -1080,7 +1238,7 @@ async def _alert(
     try:
         details = await integrations.variant_details(subject.shop, _refs(checkout.line_items))
         message = compose.internal_alert(subject.shop, checkout, address, details)
-        await _hand_off(session, transport, subject.shop, message, claim)
+        await _hand_off(transport, subject.shop, message, _Marks(session).handoff(claim, message))
     except ClaimReleased:
         raise
     except UncertainDelivery as exc:

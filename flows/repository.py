@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, func, or_, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, func, or_, update
 from sqlalchemy.orm import QueryableAttribute, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
@@ -113,20 +113,20 @@ _STEP_ROWS: Any = (
             col(Checkout.shop_id) == col(Enrollment.shop_id),
         ),
     )
-    .where(col(Enrollment.id) == bindparam("enrollment_id"))
+    .where(col(Enrollment.id).in_(bindparam("enrollment_ids", expanding=True)))
     .execution_options(populate_existing=True)
 )
 
 
-async def step_rows(session: AsyncSession, enrollment_id: int) -> StepRows | None:
-    """What every step reads first, in one round trip: the enrollment, its shop, its flow, its
-    cart and the facts every step checks."""
-    result = await session.exec(_STEP_ROWS, params={"enrollment_id": enrollment_id})
-    row = result.first()
-    if row is None:
-        return None
-    facts = StepFacts(*(bool(value) for value in row[4:]))
-    return StepRows(row[0], row[1], row[2], row[3], facts)
+async def step_rows(session: AsyncSession, enrollment_ids: Sequence[int]) -> dict[int, StepRows]:
+    """What every step reads first, in one round trip for a batch of steps: each enrollment,
+    its shop, its flow, its cart and the facts every step checks. A missing id is absent."""
+    result = await session.exec(_STEP_ROWS, params={"enrollment_ids": list(enrollment_ids)})
+    found = {}
+    for row in result.all():
+        facts = StepFacts(*(bool(value) for value in row[4:]))
+        found[row[0].id] = StepRows(row[0], row[1], row[2], row[3], facts)
+    return found
 
 
 async def enrollment_for_checkout(
@@ -396,24 +396,38 @@ async def claim_send(
     session: AsyncSession, enrollment: Enrollment, step: int, *, marketing: bool = True
 ) -> Send | None:
     """Insert the unique claim on this step's email; None when it was claimed before."""
-    assert enrollment.id is not None
+    claimed = await claim_sends(session, [(enrollment, step, marketing)])
+    return claimed.get((enrollment.id or 0, step))
+
+
+async def claim_sends(
+    session: AsyncSession, wanted: Sequence[tuple[Enrollment, int, bool]]
+) -> dict[tuple[int, int], Send]:
+    """Insert the unique claims on these steps' emails (enrollment, step, marketing), in one
+    statement; the claims made, by (enrollment id, step). A step claimed before is absent."""
+    if not wanted:
+        return {}
+    rows = [
+        {
+            "shop_id": enrollment.shop_id,
+            "enrollment_id": enrollment.id,
+            "step": step,
+            "email": enrollment.email,
+            "status": SendStatus.SENDING,
+            "marketing": marketing,
+        }
+        for enrollment, step, marketing in wanted
+    ]
     statement = (
         insert_for(session, Send)
-        .values(
-            shop_id=enrollment.shop_id,
-            enrollment_id=enrollment.id,
-            step=step,
-            email=enrollment.email,
-            status=SendStatus.SENDING,
-            marketing=marketing,
-        )
+        .values(rows)
         .on_conflict_do_nothing(index_elements=["enrollment_id", "step"])
-        # RETURNING the row, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT,
-        # and the claim comes back as an ORM object without a second query.
+        # RETURNING the rows, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT,
+        # and the claims come back as ORM objects without a second query.
         .returning(Send)
     )
-    claimed: Send | None = (await session.exec(statement)).scalar_one_or_none()
-    return claimed
+    claimed = (await session.exec(statement)).scalars().all()
+    return {(send.enrollment_id, send.step): send for send in claimed}
 
 
 async def get_send(session: AsyncSession, shop_id: int, send_id: int) -> Send | None:
@@ -505,35 +519,40 @@ async def ended_enrollments(
     return (await session.exec(query)).all()
 
 
-async def mark_handoff(session: AsyncSession, send: Send, message_id: str | None) -> bool:
-    """Record, and commit, that this claim's message (with its Message-ID, for finding it in the
-    server's log should the hand-off break) is about to leave. False when the claim is
-    no longer this worker's to send (the sweeper released it): nothing may then leave. The
-    sweeper deletes only claims without the mark, so one of the two wins, never both."""
-    assert send.id is not None
+async def mark_handoffs(
+    session: AsyncSession, leaving: Sequence[tuple[Send, str | None]]
+) -> set[int]:
+    """Record, and commit, that these claims' messages (with their Message-IDs, for finding
+    them in the server's log should a hand-off break) are about to leave; the ids of the sends
+    marked. A claim missing from them is no longer this worker's to send (the sweeper released
+    it): nothing may then leave. The sweeper deletes only claims without the mark, so one of
+    the two wins, never both."""
+    message_ids = {send.id: message_id for send, message_id in leaving}
     now = utcnow()
     statement = (
         update(Send)
         .where(
-            col(Send.id) == send.id,
+            col(Send.id).in_(list(message_ids)),
             col(Send.status) == SendStatus.SENDING,
             col(Send.handing_off_at).is_(None),
         )
-        .values(handing_off_at=now, message_id=message_id)
+        .values(handing_off_at=now, message_id=case(message_ids, value=col(Send.id)))
         .returning(col(Send.id))
+        .execution_options(synchronize_session=False)  # set below, on the marked ones alone
     )
     try:
-        marked = (await session.exec(statement)).scalar_one_or_none() is not None
-    except StaleDataError:  # the ORM's own pending changes found the row gone
+        marked = set((await session.exec(statement)).scalars().all())
+    except StaleDataError:  # the ORM's own pending changes found a row gone
         await session.rollback()
-        return False
-    if not marked:
-        await session.rollback()
-        return False
+        return set()
+    # Committed even when nothing was marked: a rollback would expire every row the session
+    # holds, and other messages of the same batch are on their way.
     await session.commit()
-    set_committed_value(send, "handing_off_at", now)
-    set_committed_value(send, "message_id", message_id)
-    return True
+    for send, message_id in leaving:
+        if send.id in marked:
+            set_committed_value(send, "handing_off_at", now)
+            set_committed_value(send, "message_id", message_id)
+    return marked
 
 
 async def stale_claims(session: AsyncSession, claimed_before: datetime) -> Sequence[Send]:

@@ -1,6 +1,8 @@
 """arq jobs of the flow engine: run a due step; sweep for due work Redis lost."""
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,6 +12,7 @@ from arq.connections import ArqRedis
 from app.db import pinned_session, sessionmaker, utcnow
 from app.inbox import repository as inbox
 from app.inbox.tasks import ingest_job_id
+from app.mail.transport import Transport
 from app.queue import Jobs
 from app.settings import get_settings
 from app.shops import repository as shops
@@ -19,13 +22,8 @@ log = logging.getLogger("rebound.flows")
 
 
 async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str:
-    transport = ctx["transport"]
-    redis = ctx["redis"]
-    assert isinstance(redis, ArqRedis)
-    jobs = Jobs()
     try:
-        async with pinned_session() as session:
-            outcome = await engine.run_step(session, jobs, transport, enrollment_id, step)  # type: ignore[arg-type]
+        return await StepBatches.of(ctx).run(enrollment_id, step)
     except Exception as exc:
         tries = int(ctx.get("job_try", 1))  # type: ignore[call-overload]
         delays = get_settings().retry_delays  # SEND_RETRY_DELAYS
@@ -34,8 +32,71 @@ async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str
             "step %s of enrollment %s not sent (%s); retry in %ss", step, enrollment_id, exc, delay
         )
         raise Retry(defer=delay) from exc
-    await jobs.enqueue(redis)
-    return outcome
+
+
+class StepBatches:
+    """The worker runs due steps whose jobs are running at the same time through the engine
+    together (engine.run_steps), which shares their database round trips: on the send
+    benchmark a step made about twenty alone. One batch at a time; the steps that arrive
+    meanwhile make the next. Each job still stands for its own step: it gets its own outcome,
+    and its own retry when its step failed."""
+
+    @classmethod
+    def of(cls, ctx: dict[str, object]) -> "StepBatches":
+        """The worker's own, made at its start-up (app/worker.py): arq gives each job a copy of
+        the worker's context, so one made for a job would batch that job alone."""
+        batches = ctx.get("step_batches")
+        if not isinstance(batches, StepBatches) or batches.loop is not asyncio.get_running_loop():
+            transport, redis = ctx["transport"], ctx["redis"]
+            assert isinstance(redis, ArqRedis)
+            batches = ctx["step_batches"] = cls(transport, redis)  # type: ignore[arg-type]
+        return batches
+
+    def __init__(self, transport: Transport, redis: ArqRedis) -> None:
+        self.transport = transport
+        self.redis = redis
+        self.loop = asyncio.get_running_loop()  # its batches run on the loop of its jobs
+        self.waiting: list[tuple[tuple[int, int], asyncio.Future[engine.Outcome]]] = []
+        self.draining: asyncio.Task[None] | None = None
+
+    async def run(self, enrollment_id: int, step: int) -> str:
+        outcome: asyncio.Future[engine.Outcome] = asyncio.get_running_loop().create_future()
+        self.waiting.append(((enrollment_id, step), outcome))
+        if self.draining is None or self.draining.done():
+            self.draining = asyncio.create_task(self._drain())
+        result = await asyncio.shield(outcome)  # a cancelled job leaves its batch alone
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            await self._gather()
+            batch, self.waiting = self.waiting[:BATCH_LIMIT], self.waiting[BATCH_LIMIT:]
+            due = [item for item, _ in batch]
+            jobs = Jobs()
+            try:
+                async with pinned_session() as session:
+                    outcomes = await engine.run_steps(session, jobs, self.transport, due)
+                await jobs.enqueue(self.redis)
+            except Exception as exc:  # the database or Redis: every step of the batch retries
+                outcomes = [exc] * len(batch)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+
+    async def _gather(self) -> None:
+        """Wait a moment while more steps keep arriving: arq starts a job at a time, each after
+        a few round trips to Redis."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        seen = 0
+        while seen < len(self.waiting) < BATCH_LIMIT and time.monotonic() < deadline:
+            seen = len(self.waiting)
+            await asyncio.sleep(GATHER_SECONDS / 5)
+
+
+BATCH_LIMIT = 50
+GATHER_SECONDS = 0.005
 
 
 # A claim this young is left alone: its worker is at work (a job's lock can be missing for a

@@ -48,6 +48,7 @@ from app.shops.models import Shop  # noqa: E402
 from app.shops.service import connect_shopify  # noqa: E402
 from app.worker import make_worker  # noqa: E402
 from flows import service as flows_service  # noqa: E402
+from flows.tasks import StepBatches  # noqa: E402
 from integrations.shopify.standin import ShopifyStandin, serve  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -171,6 +172,7 @@ async def worker(redis: ArqRedis, smtp_url: str) -> AsyncIterator[None]:
 async def running_worker(redis: ArqRedis, transport: Transport) -> AsyncIterator[None]:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["transport"] = transport
+        StepBatches.of(ctx)
 
     arq_worker = make_worker(
         redis_pool=redis,
