@@ -17,6 +17,7 @@ from integrations.shopify.tokens import renew_tokens
 from integrations.woocommerce.connect import set_up_store
 
 log = logging.getLogger("rebound.worker")
+MAX_JOBS = 50
 
 
 async def _startup(ctx: dict[str, Any]) -> None:
@@ -51,7 +52,11 @@ def make_worker(**overrides: Any) -> Worker:
         "on_shutdown": _shutdown,
         "max_tries": 20,
         "keep_result": 60,
-        "poll_delay": 0.2,
+        # arq starts jobs only when it polls, and no more than max_jobs are running: with steps
+        # sent in batches (flows.tasks.StepBatches) a batch's jobs end together, and at arq's
+        # default of 10 jobs and a poll every 0.2 s a worker sent 50 emails a second at most.
+        "max_jobs": MAX_JOBS,
+        "poll_delay": 0.05,
     }
     options.update(overrides)
     return Worker(**options)
