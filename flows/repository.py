@@ -420,13 +420,14 @@ async def claim_sends(
     ]
     statement = (
         insert_for(session, Send)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["enrollment_id", "step"])
         # RETURNING the rows, not rowcount: PostgreSQL's driver reports -1 rows for an INSERT,
         # and the claims come back as ORM objects without a second query.
         .returning(Send)
     )
-    claimed = (await session.exec(statement)).scalars().all()
+    # The rows as parameters, not in the statement: one statement whatever their number,
+    # compiled once and sent as one INSERT (SQLAlchemy's insertmanyvalues).
+    claimed = (await session.exec(statement, params=rows)).scalars().all()
     return {(send.enrollment_id, send.step): send for send in claimed}
 
 
