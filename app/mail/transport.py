@@ -133,7 +133,13 @@ async def _post(http: httpx.AsyncClient, url: str, handoff: Handoff, **kw: Any) 
 
 def wire_bytes(message: EmailMessage, **policy: Any) -> bytes:
     """The message as it goes out, with CRLF line ends: what DKIM signs is what is sent."""
-    return message.as_bytes(policy=message.policy.clone(linesep="\r\n", **policy))
+    wanted = {"linesep": "\r\n", **policy}
+    writing = message.policy
+    # Cloned only when it differs: Rebound's own messages have the SMTP policy already, whose
+    # memory of parsed headers (app/mail/render.py) a clone, a new policy, would not share.
+    if any(getattr(writing, name) != value for name, value in wanted.items()):
+        writing = writing.clone(**wanted)
+    return message.as_bytes(policy=writing)
 
 
 def seven_bit_bodies(message: EmailMessage) -> None:
