@@ -805,10 +805,10 @@ class _Marks:
         asked, self.asked = self.asked, []
         try:
             marked = await repository.mark_handoffs(self.session, [(s, m) for s, m, _ in asked])
-        except BaseException as exc:
+        except Exception as exc:  # each message asking learns it from its own mark
             for _, _, future in asked:
                 future.set_exception(exc)
-            raise
+            return
         for send, _, future in asked:
             future.set_result(send.id in marked)
 
