@@ -9,9 +9,10 @@ The sink is aiosmtpd in a process of its own (bench/_smtp_sink.py), counting mes
 they arrive. The baseline renders templates/email/abandoned_cart.html (Rebound's own template,
 plain Jinja2: no css-inline, tracking, database or store) and sends each message with aiosmtplib
 over a connection it keeps, as Rebound's SmtpTransport keeps its connections, with as many
-connections at once as the worker runs jobs (arq's max_jobs, 10). Until 2026-12-04 the baseline
-opened a connection per message (aiosmtplib.send), which Rebound stopped doing on 2026-12-02.
-For Rebound, a throw-away REBOUND_HOME (or the
+connections at once as the worker has messages in flight (flows.engine.DELIVERIES_AT_ONCE, 10;
+until 2026-12-07, when steps began to run in batches, its 10 arq jobs). Until 2026-12-04 the
+baseline opened a connection per message (aiosmtplib.send), which Rebound stopped doing on
+2026-12-02. For Rebound, a throw-away REBOUND_HOME (or the
 fresh PostgreSQL database named with --database, created and dropped) gets a Shopify shop
 (`rebound shops add`, quiet hours and frequency cap off, no offer), and N checkouts last touched
 three hours ago go through flows.engine.apply: N abandoned-cart enrollments whose first reminder
@@ -69,7 +70,7 @@ DUE_QUERY = (
     " WHERE lower(CAST(status AS TEXT)) = 'active' AND due_at IS NOT NULL"
 )
 SENT_QUERY = "SELECT count(*) FROM sends WHERE lower(CAST(status AS TEXT)) = 'sent'"
-ARQ_MAX_JOBS = 10  # arq's default, which app/worker.py keeps
+IN_FLIGHT = 10  # the worker's messages in flight at once: flows.engine.DELIVERIES_AT_ONCE
 VARIANTS = (  # the variants of tests/fixtures/shopify/checkouts_create.json
     (44123456789012, "Charcoal / M", "89.00", "Merino Crew Sweater", "merino-crew-sweater"),
     (44123456789013, "Oatmeal", "24.50", "Wool Beanie", "wool-beanie"),
@@ -462,8 +463,8 @@ def main() -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=ARQ_MAX_JOBS,
-        help="the baseline's sends at once (the worker runs 10 jobs at once)",
+        default=IN_FLIGHT,
+        help="the baseline's sends at once (the worker has 10 messages in flight at once)",
     )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait per side")
     parser.add_argument("--profile", action="store_true", help="py-spy on the worker")
