@@ -34,6 +34,12 @@ async def run_step(ctx: dict[str, object], enrollment_id: int, step: int) -> str
         raise Retry(defer=delay) from exc
 
 
+# A batch holds at most the jobs running at once (MAX_JOBS in app/worker.py). Its first step
+# waits up to GATHER_SECONDS for others while they keep arriving.
+BATCH_LIMIT = 50
+GATHER_SECONDS = 0.005
+
+
 class StepBatches:
     """The worker runs due steps whose jobs are running at the same time through the engine
     together (engine.run_steps), which shares their database round trips: on the send
@@ -79,7 +85,9 @@ class StepBatches:
                 async with pinned_session() as session:
                     outcomes = await engine.run_steps(session, jobs, self.transport, due)
                 await jobs.enqueue(self.redis)
-            except Exception as exc:  # the database or Redis: every step of the batch retries
+            except Exception as exc:
+                # The database or Redis: every step of the batch retries. A step already sent
+                # then finds itself done; a next step not queued is the sweeper's to offer.
                 outcomes = [exc] * len(batch)
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
@@ -93,10 +101,6 @@ class StepBatches:
         while seen < len(self.waiting) < BATCH_LIMIT and time.monotonic() < deadline:
             seen = len(self.waiting)
             await asyncio.sleep(GATHER_SECONDS / 5)
-
-
-BATCH_LIMIT = 50
-GATHER_SECONDS = 0.005
 
 
 # A claim this young is left alone: its worker is at work (a job's lock can be missing for a

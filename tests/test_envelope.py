@@ -61,13 +61,16 @@ def _reference(shop: Shop, to: str, context: dict[str, object], text: str, html:
     ("text", "html"),
     [(TEXT, HTML), ("ascii only\n", "<p>ascii</p>"), ("x" * 1200 + "\n", "é" * 1200)],
 )
+@pytest.mark.parametrize(
+    "to", ["ana@example.com", "o'brien+cart@mail.example.co.uk", "jörg@exämple.de", "a..b@x.io"]
+)
 def test_envelope_makes_what_the_email_package_makes(
-    shop_name: str, subject: str, text: str, html: str
+    shop_name: str, subject: str, text: str, html: str, to: str
 ) -> None:
     shop = Shop(platform="shopify", domain="fern-moss.myshopify.com", name=shop_name)
     subject = " ".join(subject.split())  # as render.message leaves it
     context = {"subject": subject, "brand": {"name": shop_name}, "unsubscribe_url": UNSUBSCRIBE}
-    sent = _reference(shop, "ana@example.com", context, text, html)
+    sent = _reference(shop, to, context, text, html)
     parsed = message_from_bytes(sent, policy=render.SMTP_POLICY)
     assert parsed["Subject"] == subject
     parts = list(parsed.iter_parts())  # type: ignore[attr-defined]

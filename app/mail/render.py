@@ -47,6 +47,9 @@ def _parsed_header(smtp_policy: _SmtpPolicy, name: str, value: str) -> str:
 SMTP_POLICY = _SmtpPolicy(linesep="\r\n", max_line_length=BODY_LINE)
 # Header lines up to this long are written as they are (RFC 5322 2.1.1: "SHOULD" fold at 78).
 HEADER_LINE = 78
+# An address without a name, quotes or anything the email package would rewrite (RFC 5322
+# dot-atom characters; ASCII).
+BARE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 DEFAULT_ACCENT = "#111111"
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -173,7 +176,10 @@ def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str
     _set_header(message, "Organization", name)
     if profile.get("reply_to"):
         message["Reply-To"] = _one_line(str(profile["reply_to"]))
-    message["To"] = to
+    if BARE_ADDRESS.fullmatch(to) and len(to) + 4 <= HEADER_LINE:
+        message.set_raw("To", to)  # as the parser writes a bare address, without parsing it
+    else:
+        message["To"] = to
     message.set_raw("Date", format_datetime(datetime.now(UTC)))
     message.set_raw("Message-ID", make_msgid(domain=domain))
     if context.get("unsubscribe_url"):
