@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.mail import i18n, tracking
@@ -60,6 +60,9 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     extensions=["jinja2.ext.i18n"],
+    # The templates ship with the code: no stat of each file on every email to see whether it
+    # changed (a restart loads new ones).
+    auto_reload=False,
 )
 environment.install_gettext_callables(i18n.gettext_, i18n.ngettext_, newstyle=True)  # type: ignore[attr-defined]
 
@@ -71,6 +74,14 @@ merchant_text = SandboxedEnvironment(
     undefined=StrictUndefined,
     finalize=lambda value: "" if value is None else value,
 )
+
+
+@lru_cache(maxsize=512)
+def merchant_subject(source: str) -> Template:
+    """A merchant's subject line, compiled once: every email of the step uses it, and the
+    sandbox compiles a template anew for each from_string."""
+    return merchant_text.from_string(source)
+
 
 # Styles are written once, in base.html, and inlined per email: the stylesheet takes the shop's
 # accent colour and the HTML depends on the email's data. bench/inline.py measured inlining once
@@ -131,7 +142,7 @@ def message(
     with i18n.writing_in(lang):
         full = {**context, "lang": i18n.language(lang), "brand": brand(shop)}
         full["subject"] = _one_line(
-            merchant_text.from_string(subject).render(full)
+            merchant_subject(subject).render(full)
             if subject
             else environment.get_template(f"{template}.subject.txt").render(full)
         )
