@@ -48,7 +48,7 @@ async def get_enrollment(session: AsyncSession, enrollment_id: int) -> Enrollmen
 class StepFacts:
     """What every step asks before it sends, read with its rows: the opt-outs of the
     enrollment's address (stored normalized), whether an order settles its cart, and whether
-    any A/B test runs on its flow. Asked one by one they were four more round trips a step."""
+    any A/B test runs on its flow. Asked one by one they were three more round trips a step."""
 
     suppressed: bool
     unsubscribed: bool
