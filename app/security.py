@@ -1,6 +1,7 @@
 """Keys derived from SECRET_KEY: Fernet for secrets at rest, HMAC for links that carry state."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -14,6 +15,12 @@ from app.settings import get_settings
 def _derived_key(purpose: str, master: bytes | None = None) -> bytes:
     # One master secret, a separate key per use: a leaked link key never decrypts tokens.
     secret = master if master is not None else get_settings().signing_key
+    return _key_for(secret, purpose)
+
+
+@functools.lru_cache(maxsize=64)
+def _key_for(secret: bytes, purpose: str) -> bytes:
+    # Derived once per secret and use, not for each of an email's three links.
     return hmac.new(secret, purpose.encode(), hashlib.sha256).digest()
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from email.message import EmailMessage
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -359,6 +360,9 @@ def _locale(code: str | None, lang: str) -> Locale:
     return parsed if parsed is not None and same else Locale.parse(lang)
 
 
+# Carts repeat the catalogue's prices: babel's formatting was a sixth of composing an email
+# (bench/send.py --cprofile), and a price formats the same every time.
+@lru_cache(maxsize=4096)
 def _money(amount: str, currency: str, locale: Locale) -> str:
     try:
         return format_currency(Decimal(amount), currency, locale=locale)

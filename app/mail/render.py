@@ -171,7 +171,13 @@ def sender_address(shop: Shop) -> str:
     own = (shop.profile or {}).get("sender_address")
     if own and may_send_as(shop, own):
         return str(own)
-    return parseaddr(get_settings().mail_from)[1]
+    return _address_of(get_settings().mail_from)
+
+
+@lru_cache(maxsize=16)
+def _address_of(mail_from: str) -> str:
+    # Parsed once, not for every email (the parser was a twentieth of making the envelope).
+    return parseaddr(mail_from)[1]
 
 
 def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str) -> EmailMessage:
@@ -213,7 +219,11 @@ def _set_header(message: EmailMessage, name: str, value: str, *, plain: bool = T
     folds it. Line breaks are refused either way, as the parser refuses them."""
     if "\r" in value or "\n" in value:
         raise ValueError("Header values may not contain linefeed or carriage return characters")
-    if plain and value.isascii() and len(name) + 2 + len(value) <= HEADER_LINE:
+    length = len(name) + 2 + len(value)
+    # A value without spaces cannot be folded: the parser writes it on one line as it is, up
+    # to the longest line SMTP carries (a List-Unsubscribe URL).
+    unfoldable = length <= BODY_LINE and not any(space in value for space in " \t")
+    if plain and value.isascii() and (length <= HEADER_LINE or unfoldable):
         message.set_raw(name, value)
     else:
         message[name] = value
