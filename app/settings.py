@@ -126,8 +126,13 @@ class Settings(BaseSettings):
         )
 
     @property
+    def mail_from_address(self) -> str:
+        """MAIL_FROM's address, without its name."""
+        return _address_in(self.mail_from)
+
+    @property
     def mail_from_domain(self) -> str:
-        return parseaddr(self.mail_from)[1].rpartition("@")[2].lower() or "localhost"
+        return self.mail_from_address.rpartition("@")[2].lower() or "localhost"
 
     @property
     def outbox_dir(self) -> Path:
@@ -157,3 +162,9 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=16)
+def _address_in(mail_from: str) -> str:
+    # Parsed once, not for every email: the address parser was a twentieth of making one.
+    return parseaddr(mail_from)[1]

@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import EmailPolicy
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from email.utils import format_datetime, formataddr, make_msgid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -171,13 +171,7 @@ def sender_address(shop: Shop) -> str:
     own = (shop.profile or {}).get("sender_address")
     if own and may_send_as(shop, own):
         return str(own)
-    return _address_of(get_settings().mail_from)
-
-
-@lru_cache(maxsize=16)
-def _address_of(mail_from: str) -> str:
-    # Parsed once, not for every email (the parser was a twentieth of making the envelope).
-    return parseaddr(mail_from)[1]
+    return get_settings().mail_from_address
 
 
 def _envelope(shop: Shop, to: str, context: dict[str, Any], text: str, html: str) -> EmailMessage:
