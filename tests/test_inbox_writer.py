@@ -7,10 +7,11 @@ from typing import Any
 import httpx
 import pytest
 from arq.connections import ArqRedis
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from app.db import get_engine
 from app.inbox import writer as writer_module
+from app.inbox.models import InboxStatus
 from app.inbox.writer import Delivery, InboxWriter, WriterStopped
 from app.main import create_app
 from app.shops.models import Shop
@@ -29,7 +30,11 @@ def inserts() -> Iterator[list[int]]:
     seen: list[int] = []
 
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if statement.startswith("INSERT INTO inbox"):
+        if not statement.startswith("INSERT INTO inbox"):
+            return
+        if "unnest(" in statement:  # PostgreSQL's: the moment, then an array per column
+            seen.append(len(parameters[1]))
+        else:  # a multi-row VALUES, its parameters flattened
             columns = statement.partition("(")[2].partition(")")[0].count(",") + 1
             seen.append(len(parameters) // columns)
 
@@ -69,6 +74,37 @@ async def test_a_delivery_alone_is_written_without_waiting_for_a_wave(
 
     assert stored is not None
     assert inserts == [8, 1]
+
+
+async def test_a_batch_stores_each_delivery_once_with_what_it_was_sent(
+    shop: Shop, inserts: list[int]
+) -> None:
+    earlier = delivery(shop, 1)
+    [earlier_id] = await writer_module._insert([earlier])
+    again, first, repeat = earlier, delivery(shop, 2), delivery(shop, 2)
+    odd = Delivery(shop.id or 0, "shopify", "orders/create", "event:3", '{"note": "é \\u0000"}')
+
+    ids = await writer_module._insert([again, first, repeat, odd])
+
+    assert ids[0] is None and ids[2] is None  # stored before, and twice in the batch
+    assert ids[1] is not None and ids[3] is not None and earlier_id is not None
+    assert inserts == [1, 4]
+    async with get_engine().connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT id, topic, delivery_id, payload, status, received_at FROM inbox"
+                    " ORDER BY id"
+                )
+            )
+        ).all()
+    assert [(r.id, r.topic, r.delivery_id, r.payload) for r in rows] == [
+        (earlier_id, "checkouts/update", "event:1", '{"n": 1}'),
+        (ids[1], "checkouts/update", "event:2", '{"n": 1}'),
+        (ids[3], "orders/create", "event:3", odd.payload),
+    ]
+    assert {r.status for r in rows} == {InboxStatus.RECEIVED.name}
+    assert all(r.received_at is not None for r in rows)
 
 
 async def test_a_delivery_waiting_for_its_wave_when_the_server_stops_is_written(
