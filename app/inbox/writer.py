@@ -6,7 +6,7 @@ so a platform never hears 200 for a delivery that could be lost."""
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 
@@ -185,7 +185,9 @@ async def _insert(deliveries: list[Delivery]) -> list[int | None]:
     """One INSERT for the batch; a delivery repeated within it gets its id once, the repeats
     None (a duplicate), as if they had come one after the other."""
     async with get_engine().begin() as connection:
-        stored = await repository.insert_many(connection, [asdict(d) for d in deliveries])
+        # vars, not asdict: the fields are plain values, and asdict's deep copy of each was
+        # a sixtieth of the receiver's CPU.
+        stored = await repository.insert_many(connection, [vars(d) for d in deliveries])
     ids: list[int | None] = []
     for delivery in deliveries:
         ids.append(stored.pop((delivery.shop_id, delivery.delivery_id), None))
