@@ -776,13 +776,6 @@ async def _hand_off(transport: Transport, shop: Shop, message: Any, handoff: Han
     )
 
 
-def _raw_header(message: EmailMessage, name: str) -> str | None:
-    # As set, without parsing: each Message-ID is new, so the parsed-header memory never has
-    # it, and parsing one took a twentieth of a message's making.
-    wanted = name.lower()
-    return next((str(v) for k, v in message.raw_items() if k.lower() == wanted), None)
-
-
 class _Marks:
     """Hand-off marks of messages leaving side by side, committed together: whoever asks while
     a commit is under way waits for the next, which takes every mark asked for meanwhile. Each
@@ -795,7 +788,9 @@ class _Marks:
 
     def handoff(self, send: Send | None, message: EmailMessage | None) -> Handoff:
         assert send is not None and message is not None
-        send_id, message_id = send.id, _raw_header(message, "Message-ID")
+        # Read raw: parsing each new Message-ID took a twentieth of a message's making.
+        raw_id = transports.raw_header(message, "Message-ID")
+        send_id, message_id = send.id, None if raw_id is None else str(raw_id)
 
         async def mark() -> None:
             marked = asyncio.get_running_loop().create_future()

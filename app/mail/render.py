@@ -216,7 +216,7 @@ def _set_header(message: EmailMessage, name: str, value: str, *, plain: bool = T
     length = len(name) + 2 + len(value)
     # A value without spaces cannot be folded: the parser writes it on one line as it is, up
     # to the longest line SMTP carries (a List-Unsubscribe URL).
-    unfoldable = length <= BODY_LINE and not any(space in value for space in " \t")
+    unfoldable = length <= BODY_LINE and " " not in value and "\t" not in value
     if plain and value.isascii() and (length <= HEADER_LINE or unfoldable):
         message.set_raw(name, value)
     else:

@@ -174,13 +174,19 @@ def _written(message: EmailMessage, policy: Any) -> bytes | None:
     return _headers(message, policy) + opening.encode() + bodies + closing
 
 
+def raw_header(message: EmailMessage, name: str) -> Any:
+    """The first `name` header's value as it was set, without parsing it: a string, or a parsed
+    header object. Headers that are new in every message (boundaries, Message-IDs) are never in
+    the parsed-header memory (app/mail/render.py), and parsing one is costly."""
+    wanted = name.lower()
+    return next((value for key, value in message.raw_items() if key.lower() == wanted), None)
+
+
 def _raw_boundary(message: EmailMessage) -> str | None:
-    for name, value in message.raw_items():
-        if name.lower() == "content-type":
-            # A parsed header object is left to the generator.
-            matched = _MULTIPART.fullmatch(value) if type(value) is str else None
-            return matched.group(1) if matched else None
-    return None
+    value = raw_header(message, "Content-Type")
+    # A parsed header object is left to the generator.
+    matched = _MULTIPART.fullmatch(value) if type(value) is str else None
+    return matched.group(1) if matched else None
 
 
 def _plain_part(part: Any) -> bool:
